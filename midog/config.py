@@ -1,0 +1,87 @@
+"""Every constant of the reference algorithm, in one place, with the reference's values.
+
+The numbers come from the MIDOG 2021 reference container (SPEC sections 2-6). Change
+them only on purpose: the reference-vector parity tests pin the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # Tiling (SPEC 4). The stride is int(0.9 * 512) in the reference.
+    tile_size: int = 512
+    stride: int = 460
+    batch_size: int = 10
+    # Normalisation of pixel / 255, per RGB channel.
+    mean: tuple[float, float, float] = (0.7481, 0.5692, 0.7225)
+    std: tuple[float, float, float] = (0.1759, 0.2284, 0.1792)
+    # Network (SPEC 2-3).
+    n_classes: int = 2
+    fpn_channels: int = 128
+    n_head_convs: int = 3
+    anchor_scales: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    anchor_ratios: tuple[float, ...] = (1.0,)
+    box_delta_scale: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    n_domains: int = 4
+    # Post-processing (SPEC 4-5).
+    threshold: float = 0.64  # operating point: "mitotic figure" above this score
+    candidate_threshold: float = 0.4  # 2022 candidates and distance-NMS floor
+    tile_nms_iou: float = 0.4  # per-tile greedy NMS suppresses IoU > this
+    distance_nms_px: float = 25.0  # whole-image NMS radius, inclusive
+
+    @property
+    def n_anchors(self) -> int:
+        return len(self.anchor_scales) * len(self.anchor_ratios)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+REFERENCE = DetectorConfig()
+
+# Official evaluation (SPEC 7).
+MATCH_RADIUS_MM = 0.0075
+AP_BOX_HALF_SIZE_MM = 0.01125
+AP_IOU = 0.5
+
+# MIDOG 2021 training set: scanner of each image id range (SPEC 1).
+MIDOG_SCANNERS: dict[str, tuple[int, int]] = {
+    "Hamamatsu XR": (1, 50),
+    "Hamamatsu S360": (51, 100),
+    "Aperio CS2": (101, 150),
+    "Leica GT450": (151, 200),
+}
+MIDOG_UNLABELED_SCANNER = "Leica GT450"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe of the reference (SPEC 6)."""
+
+    patch_size: int = 512
+    patches_per_scanner_in_batch: int = 3
+    train_patches_per_scanner: int = 1500
+    val_patches_per_scanner: int = 500
+    epochs: int = 200
+    max_lr: float = 1e-4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.99)
+    positive_fraction: float = 0.5  # share of patches centred on a mitotic figure
+    match_fg_iou: float = 0.5
+    match_bg_iou: float = 0.4
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25  # negatives 0.25, positives 0.75
+    domain_weight: float = 1.0
+    # Augmentation, each with probability 0.5.
+    max_rotate_deg: float = 10.0
+    max_zoom: float = 2.0
+    max_warp: float = 0.2
+    max_lighting: float = 0.5
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,190 @@
+"""Reading images: TIFF regions and other ITK formats through SimpleITK (as Grand Challenge
+does), whole-slide formats through openslide; pixel spacing from the resolution tags.
+
+Every image comes out as RGB uint8, read region by region through `Slide.read_region`.
+Conversions are explicit and documented: alpha is dropped, grayscale is replicated to
+RGB, 16-bit is scaled to 8-bit (value >> 8). Anything else is an `ImageError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+
+OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
+# Spacings outside this range are not microscopy: 72 or 300 dpi defaults written by
+# ordinary image tools would otherwise turn pixels into bogus millimetres.
+PLAUSIBLE_MPP = (0.01, 50.0)
+
+
+class Slide:
+    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel."""
+
+    path: Path
+    width: int
+    height: int
+    spacing_mm: tuple[float, float]
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def to_rgb_uint8(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W[, C]) array of any supported kind -> (H, W, 3) uint8."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3:
+        raise ImageError(path, f"expected a 2-D colour image, got an array of shape {pixels.shape}")
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        raise ImageError(path, f"unsupported pixel type {pixels.dtype} (need 8- or 16-bit unsigned integers)")
+    channels = pixels.shape[2]
+    if channels in (1, 2):  # gray or gray + alpha
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    elif channels in (3, 4):
+        pixels = pixels[:, :, :3]
+    else:
+        raise ImageError(path, f"unsupported number of channels: {channels}")
+    return np.ascontiguousarray(pixels)
+
+
+def _check_mpp(path: Path, mpp: float, source: str) -> tuple[float, float]:
+    if not PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]:
+        raise ImageError(
+            path,
+            f"{source} gives {mpp:g} um/px, which is not a microscope resolution; pass the real one with --mpp",
+        )
+    return (mpp / 1000.0, mpp / 1000.0)
+
+
+def tiff_spacing_mm(path: Path) -> tuple[float, float] | None:
+    """Spacing from a TIFF's XResolution/YResolution/ResolutionUnit, or None without them."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            unit = tags.get("ResolutionUnit")
+            xres, yres = tags.get("XResolution"), tags.get("YResolution")
+            if xres is None or unit is None:
+                return None
+            unit_mm = {2: 25.4, 3: 10.0}.get(int(unit.value))
+            xv = xres.value[0] / xres.value[1]
+            yv = (yres.value[0] / yres.value[1]) if yres is not None else xv
+    except (tifffile.TiffFileError, ValueError, ZeroDivisionError, KeyError, IndexError):
+        return None
+    if unit_mm is None or xv <= 0 or yv <= 0:
+        return None
+    return (unit_mm / xv, unit_mm / yv)
+
+
+class ArraySlide(Slide):
+    """An image held whole in memory (SimpleITK formats and small images)."""
+
+    def __init__(self, path: Path, pixels: np.ndarray, spacing_mm: tuple[float, float]) -> None:
+        self.path = path
+        self.pixels = pixels
+        self.height, self.width = pixels.shape[:2]
+        self.spacing_mm = spacing_mm
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return self.pixels[y : y + h, x : x + w]
+
+
+class OpenSlideSlide(Slide):
+    """Whole-slide formats: regions are decoded on demand, never the whole level."""
+
+    def __init__(self, path: Path, mpp: float | None) -> None:
+        import openslide
+
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideError as exc:
+            raise ImageError(path, f"cannot open whole-slide image ({exc})") from None
+        self.path = path
+        self.width, self.height = self._slide.dimensions
+        if mpp is None:
+            raw = self._slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
+            if raw is None:
+                raise ImageError(path, "no pixel spacing (microns per pixel) in the slide; pass it with --mpp")
+            mpp = float(raw)
+            self.spacing_mm = _check_mpp(path, mpp, "the slide's MPP property")
+        else:
+            self.spacing_mm = _check_mpp(path, mpp, "--mpp")
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
+        return region[:, :, :3]
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+def _read_sitk(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+        pixels = sitk.GetArrayFromImage(image)
+    except RuntimeError as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip() and "itk::" not in ln), "")
+        raise ImageError(path, f"cannot read image (not an image, or damaged){': ' + first if first else ''}") from None
+    if image.GetDimension() != 2:
+        raise ImageError(path, f"expected a 2-D image, got {image.GetDimension()}-D")
+    sx, sy = image.GetSpacing()[:2]
+    return pixels, (sx, sy)
+
+
+def _is_vendor_wsi(path: Path) -> bool:
+    import openslide
+
+    try:
+        fmt = openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # detect_format raises on some unreadable files; SimpleITK will report those
+        return False
+    return fmt is not None and fmt != "generic-tiff"
+
+
+def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
+    """Open an image for detection. `mpp` (micrometres per pixel) overrides the file's spacing
+    and is required when the file has none: pixels are never written as millimetres."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and _is_vendor_wsi(path)):
+        return OpenSlideSlide(path, mpp)
+
+    pixels, sitk_spacing = _read_sitk(path)
+    pixels = to_rgb_uint8(pixels, path)
+    if mpp is not None:
+        spacing = _check_mpp(path, mpp, "--mpp")
+    elif suffix in {".tif", ".tiff"}:
+        tags = tiff_spacing_mm(path)
+        if tags is None:
+            raise ImageError(path, "no resolution tags (XResolution/ResolutionUnit), so no pixel spacing; pass it with --mpp")
+        _check_mpp(path, tags[0] * 1000.0, "the resolution tags")
+        # SimpleITK's value is what the platform uses; it equals the tags' value for inch/cm.
+        spacing = sitk_spacing if np.allclose(sitk_spacing, tags, rtol=1e-9) else tags
+    elif sitk_spacing != (1.0, 1.0):
+        spacing = sitk_spacing  # MHA and friends store spacing in mm directly
+        _check_mpp(path, spacing[0] * 1000.0, "the image header")
+    else:
+        raise ImageError(path, "no pixel spacing in the file; pass it with --mpp")
+    return ArraySlide(path, pixels, spacing)

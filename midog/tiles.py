@@ -1,0 +1,59 @@
+"""The tile grid of the reference (SPEC section 4) and the normalised tile batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import REFERENCE, DetectorConfig
+
+
+def tile_origins(width: int, height: int, config: DetectorConfig = REFERENCE) -> list[tuple[int, int]]:
+    """Top-left (x, y) of every tile, x outer and y inner as the reference visits them.
+
+    A tile crossing the right or bottom edge moves back to end at the edge. The reference
+    visits such tiles twice when two grid steps land on the same place; the repeat gives
+    identical detections that its distance NMS then removes, so we visit each once.
+    Images smaller than a tile get one origin at 0 on that axis (the tile is padded).
+    """
+    size, stride = config.tile_size, config.stride
+
+    def axis(dim: int) -> list[int]:
+        return [max(0, min(int(v), dim - size)) for v in np.arange(0, dim, stride)]
+
+    origins = [(x, y) for x in axis(width) for y in axis(height)]
+    return list(dict.fromkeys(origins))
+
+
+def read_tile(slide: "object", x: int, y: int, config: DetectorConfig = REFERENCE) -> np.ndarray:
+    """(size, size, 3) uint8 tile; parts beyond a small image's edge are filled with the
+    normalisation mean, i.e. zero input to the network, so padding looks like nothing."""
+    size = config.tile_size
+    w, h = min(size, slide.width - x), min(size, slide.height - y)
+    region = slide.read_region(x, y, w, h)
+    if (w, h) == (size, size):
+        return region
+    fill = np.round(np.asarray(config.mean) * 255).astype(np.uint8)
+    tile = np.empty((size, size, 3), np.uint8)
+    tile[:] = fill
+    tile[:h, :w] = region
+    return tile
+
+
+class Normalizer:
+    """uint8 (B, H, W, 3) -> normalised float32 (B, 3, H, W) on the device.
+
+    The reference divides by 255 in float64 and casts to float32 before normalising;
+    uint8 / 255 rounded to float32 is the same value, so we divide in float32 by a
+    precomputed table lookup to stay bit-identical and cheap.
+    """
+
+    def __init__(self, config: DetectorConfig = REFERENCE, device: torch.device | str = "cpu") -> None:
+        lut = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+        self.lut = torch.from_numpy(lut).to(device)
+        self.mean = torch.tensor(config.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
+        x = self.lut[tiles_uint8.long()].permute(0, 3, 1, 2)
+        return ((x - self.mean) / self.std).contiguous()
