@@ -134,6 +134,14 @@ class OpenSlideSlide(Slide):
         self._slide.close()
 
 
+def _sitk_reason(exc: RuntimeError) -> str:
+    """The one informative line of a SimpleITK exception (it leads with C++ file names)."""
+    for line in reversed(str(exc).splitlines()):
+        if "ERROR" in line:
+            return line.split(":", 1)[-1].split("): ", 1)[-1].strip()
+    return str(exc).strip().splitlines()[-1]
+
+
 def _read_sitk(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     import SimpleITK as sitk
 
@@ -141,8 +149,10 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
         image = sitk.ReadImage(str(path))
         pixels = sitk.GetArrayFromImage(image)
     except RuntimeError as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip() and "itk::" not in ln), "")
-        raise ImageError(path, f"cannot read image (not an image, or damaged){': ' + first if first else ''}") from None
+        reason = _sitk_reason(exc)
+        if "Unable to determine ImageIO reader" in reason:
+            raise ImageError(path, "not an image in a readable format") from None
+        raise ImageError(path, f"damaged or truncated image ({reason})") from None
     if image.GetDimension() != 2:
         raise ImageError(path, f"expected a 2-D image, got {image.GetDimension()}-D")
     sx, sy = image.GetSpacing()[:2]
