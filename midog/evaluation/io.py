@@ -1,0 +1,238 @@
+"""Reading what evaluation needs: predictions, ground truth, scanner domains.
+
+Everything comes out in millimetres, keyed by image file name (e.g. "001.tiff"), the way
+the official evaluator keys its ground truth. Malformed input is a `MidogError` that names
+the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import MIDOG_SCANNERS
+from ..errors import MidogError
+
+MITOTIC = "mitotic figure"
+NON_MITOTIC = "non-mitotic figure"
+MIDOG_MITOTIC_CATEGORY = 1
+# Spacings outside this range are not microscopy (ITK reports 1.0 when a TIFF has no tags).
+PLAUSIBLE_SPACING_MM = (1e-5, 0.05)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every point of one prediction file (the container's detections and its 2022 candidates)."""
+
+    points: np.ndarray  # (n, 3) mm
+    probability: np.ndarray  # (n,); 1.0 where a 2021-style file gives none
+    named_mitotic: np.ndarray  # (n,) bool; the container's own decision (name != non-mitotic)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def detection_mask(self, threshold: float | None) -> np.ndarray:
+        """Which points count for F1: probability >= threshold, or the container's names."""
+        if threshold is None:
+            return self.named_mitotic
+        return self.probability >= threshold
+
+    @staticmethod
+    def empty() -> "Candidates":
+        return Candidates(np.zeros((0, 3)), np.zeros(0), np.zeros(0, dtype=bool))
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    points: dict[str, np.ndarray]  # file name -> (n, 3) mm
+    domains: dict[str, str] | None  # file name -> scanner, when the file implies it (MIDOG.json)
+
+
+def image_stem(name: str) -> str:
+    """'001.tiff' -> '001'; prediction files are named after the image's stem."""
+    return Path(name).stem
+
+
+def _load_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise MidogError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MidogError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int in Python, but true/false in a coordinate is a broken file.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _point_xyz(value: Any, path: Path, where: str) -> list[float]:
+    if not isinstance(value, (list, tuple)) or len(value) not in (2, 3) or not all(_is_number(v) for v in value):
+        raise MidogError(f"{path}: {where} is not a point [x_mm, y_mm, z]: {value!r}")
+    return [float(v) for v in value] + [0.0] * (3 - len(value))
+
+
+def read_prediction_file(path: str | Path) -> Candidates:
+    """One Grand Challenge "Multiple points" file (2021 or 2022 style)."""
+    path = Path(path)
+    data = _load_json(path, "prediction file")
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise MidogError(f'{path}: not a "Multiple points" answer (needs a "points" list)')
+    if data.get("type", "Multiple points") != "Multiple points":
+        raise MidogError(f'{path}: type is {data["type"]!r}, expected "Multiple points"')
+    xyz, prob, named = [], [], []
+    for i, entry in enumerate(data["points"]):
+        where = f"points[{i}]"
+        if not isinstance(entry, dict) or "point" not in entry:
+            raise MidogError(f'{path}: {where} has no "point"')
+        xyz.append(_point_xyz(entry["point"], path, f"{where}.point"))
+        p = entry.get("probability", 1.0)  # 2021 files list only the detections
+        if not _is_number(p):
+            raise MidogError(f"{path}: {where}.probability is not a number: {p!r}")
+        prob.append(float(p))
+        name = entry.get("name", MITOTIC)
+        if not isinstance(name, str):
+            raise MidogError(f"{path}: {where}.name is not a string: {name!r}")
+        named.append(name != NON_MITOTIC)
+    if not xyz:
+        return Candidates.empty()
+    return Candidates(np.asarray(xyz, float), np.asarray(prob, float), np.asarray(named, bool))
+
+
+def read_predictions(directory: str | Path) -> dict[str, Candidates]:
+    """All `<image stem>.json` files of a folder, keyed by stem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MidogError(f"{directory}: predictions folder not found")
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise MidogError(f"{directory}: no prediction files (<image stem>.json) in this folder")
+    return {f.stem: read_prediction_file(f) for f in files}
+
+
+def read_spacing_mm(path: str | Path) -> float:
+    """Pixel spacing (mm, x) from an image header via SimpleITK, without reading the pixels."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise MidogError(f"{path}: cannot read the image header for its pixel spacing") from None
+    spacing = float(reader.GetSpacing()[0])
+    if not PLAUSIBLE_SPACING_MM[0] <= spacing <= PLAUSIBLE_SPACING_MM[1]:
+        raise MidogError(
+            f"{path}: pixel spacing {spacing:g} mm is not a microscope resolution "
+            "(no resolution tags?); pass --spacing-mm"
+        )
+    return spacing
+
+
+def _find_image(images_dir: Path, name: str) -> Path:
+    path = images_dir / name
+    if path.is_file():
+        return path
+    # Tolerate .tif vs .tiff and similar: match on the stem.
+    for candidate in sorted(images_dir.glob(image_stem(name) + ".*")):
+        if candidate.is_file() and candidate.suffix.lower() in {".tif", ".tiff", ".mha", ".mhd", ".png"}:
+            return candidate
+    raise MidogError(
+        f"{images_dir}: image {name} not found; its pixel spacing is needed to convert MIDOG.json "
+        "boxes to mm (point --images at the folder with every labelled image, or pass --spacing-mm)"
+    )
+
+
+def is_midog_json(data: Any) -> bool:
+    return isinstance(data, dict) and "images" in data and "annotations" in data
+
+
+def midog_domains(data: dict) -> dict[str, str]:
+    """Scanner of each MIDOG.json image from its id (config.MIDOG_SCANNERS)."""
+    domains = {}
+    for image in data["images"]:
+        for scanner, (first, last) in MIDOG_SCANNERS.items():
+            if first <= int(image["id"]) <= last:
+                domains[image["file_name"]] = scanner
+    return domains
+
+
+def _read_midog_json(
+    path: Path, data: dict, spacing_mm: float | None, images_dir: Path | None
+) -> dict[str, np.ndarray]:
+    try:
+        names = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
+        annotations = [(int(a["image_id"]), int(a["category_id"]), [float(v) for v in a["bbox"]]) for a in data["annotations"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MidogError(f"{path}: not a MIDOG.json-style COCO file ({type(exc).__name__}: {exc})") from None
+    # An image with no annotation of any kind is unlabelled (the GT450 images), not mitosis-free.
+    centres: dict[str, list[list[float]]] = {}
+    for image_id, category, bbox in annotations:
+        if image_id not in names:
+            raise MidogError(f"{path}: an annotation refers to image id {image_id}, which is not listed")
+        if len(bbox) != 4:
+            raise MidogError(f"{path}: bbox {bbox} of image id {image_id} is not [x1, y1, x2, y2]")
+        boxes = centres.setdefault(names[image_id], [])
+        if category == MIDOG_MITOTIC_CATEGORY:
+            x1, y1, x2, y2 = bbox
+            boxes.append([(x1 + x2) / 2, (y1 + y2) / 2])
+    if spacing_mm is None and images_dir is None:
+        raise MidogError(f"{path}: MIDOG.json boxes are in pixels; pass --spacing-mm or --images DIR")
+    if images_dir is not None and not images_dir.is_dir():
+        raise MidogError(f"{images_dir}: images folder not found")
+    out = {}
+    for name in sorted(centres):
+        spacing = spacing_mm if spacing_mm is not None else read_spacing_mm(_find_image(images_dir, name))
+        px = np.asarray(centres[name], float).reshape(-1, 2)
+        # Centre times spacing, no half-pixel offset: the same rule as the detector's output (SPEC 4).
+        out[name] = np.column_stack([px * spacing, np.zeros(len(px))])
+    return out
+
+
+def read_ground_truth(
+    path: str | Path, spacing_mm: float | None = None, images_dir: str | Path | None = None
+) -> GroundTruth:
+    """The evaluator's `{"<file>.tiff": [[x_mm, y_mm, 0], ...]}` or MIDOG.json (pixels).
+
+    MIDOG.json needs a spacing: `spacing_mm` applies to every image (it wins when both are
+    given); otherwise each image's own spacing is read from its file in `images_dir`.
+    """
+    path = Path(path)
+    data = _load_json(path, "ground-truth file")
+    if is_midog_json(data):
+        if spacing_mm is not None and not PLAUSIBLE_SPACING_MM[0] <= spacing_mm <= PLAUSIBLE_SPACING_MM[1]:
+            raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)")
+        points = _read_midog_json(path, data, spacing_mm, Path(images_dir) if images_dir else None)
+        return GroundTruth(points, midog_domains(data))
+    if not isinstance(data, dict) or not data:
+        raise MidogError(f'{path}: expected {{"<file>.tiff": [[x_mm, y_mm, 0], ...]}} or MIDOG.json')
+    points = {}
+    for name, pts in data.items():
+        if not isinstance(pts, list):
+            raise MidogError(f"{path}: entry {name!r} is not a list of points")
+        xyz = [_point_xyz(p, path, f"{name}[{i}]") for i, p in enumerate(pts)]
+        points[name] = np.asarray(xyz, float).reshape(-1, 3)
+    return GroundTruth(points, None)
+
+
+def read_domains(path: str | Path) -> dict[str, str]:
+    """`{"<file>.tiff": "<scanner>"}`, or MIDOG.json itself (scanner from the image id)."""
+    path = Path(path)
+    data = _load_json(path, "domains file")
+    if is_midog_json(data):
+        return midog_domains(data)
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise MidogError(f'{path}: expected {{"<file>.tiff": "<scanner>", ...}}')
+    return dict(data)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
