@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +15,7 @@ class Detections:
     scores: np.ndarray
     classes: np.ndarray
     spacing_mm: tuple[float, float]
+    info: dict = field(default_factory=dict)  # tiles run / skipped, timings: for reports only
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -30,4 +31,4 @@ class Detections:
 
     def above(self, threshold: float) -> "Detections":
         keep = self.scores > threshold
-        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], self.spacing_mm)
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], self.spacing_mm, self.info)

@@ -1,7 +1,10 @@
-"""Reading images: TIFF regions and other ITK formats through SimpleITK (as Grand Challenge
-does), whole-slide formats through openslide; pixel spacing from the resolution tags.
+"""Reading images region by region: TIFF of any layout (strips, tiles, pyramids) through
+tiffslide/tifffile, vendor whole-slide formats through openslide, everything else through
+SimpleITK (as Grand Challenge does, whole image in memory). Pixel spacing comes from the
+resolution tags; the pixels equal SimpleITK's for the platform's TIFFs.
 
-Every image comes out as RGB uint8, read region by region through `Slide.read_region`.
+Every image comes out as RGB uint8, read region by region through `Slide.read_region`, so
+memory stays bounded by the tiles in flight, not the slide's size.
 Conversions are explicit and documented: alpha is dropped, grayscale is replicated to
 RGB, 16-bit is scaled to 8-bit (value >> 8). Anything else is an `ImageError`.
 """
@@ -31,6 +34,15 @@ class Slide:
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
         raise NotImplementedError
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        """A low-resolution RGB view and its downsample factor, for tissue detection."""
+        raise NotImplementedError
+
+    @property
+    def is_whole_slide(self) -> bool:
+        """Pyramidal / vendor slides: tissue detection pays off and is on by default."""
+        return False
 
     def close(self) -> None:
         pass
@@ -104,6 +116,61 @@ class ArraySlide(Slide):
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         return self.pixels[y : y + h, x : x + w]
 
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        step = max(1, int(np.ceil(max(self.width, self.height) / max_side)))
+        return self.pixels[::step, ::step], float(step)
+
+
+class TiffSlide(Slide):
+    """Any TIFF, decoded strip by strip or tile by tile for just the region asked for."""
+
+    def __init__(self, path: Path, mpp: float | None) -> None:
+        import tiffslide
+
+        self._slide = tiffslide.TiffSlide(path)
+        self.path = path
+        self.width, self.height = self._slide.dimensions
+        if mpp is not None:
+            self.spacing_mm = _check_mpp(path, mpp, "--mpp")
+        else:
+            tags = tiff_spacing_mm(path)
+            raw = self._slide.properties.get("tiffslide.mpp-x")
+            if tags is None and raw is not None:  # e.g. SVS: resolution in the description
+                tags = (float(raw) / 1000.0, float(self._slide.properties.get("tiffslide.mpp-y") or raw) / 1000.0)
+            if tags is None:
+                raise ImageError(path, "no resolution tags (XResolution/ResolutionUnit), so no pixel spacing; pass it with --mpp")
+            _check_mpp(path, tags[0] * 1000.0, "the resolution tags")
+            self.spacing_mm = tags
+        self.read_region(0, 0, 1, 1)  # fail here, with the file named, on an unsupported pixel layout
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        try:
+            region = self._slide.read_region((x, y), 0, (w, h), as_array=True)
+        except Exception as exc:  # codecs raise their own types for damaged data
+            raise ImageError(self.path, f"damaged or truncated image ({type(exc).__name__}: {exc})") from None
+        return to_rgb_uint8(np.asarray(region), self.path)
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        dims = self._slide.level_dimensions
+        # The smallest level that still has at least max_side/4 px, then stride down.
+        level = max((i for i, (w, h) in enumerate(dims) if max(w, h) >= max_side // 4), default=0)
+        w, h = dims[level]
+        step = max(1, int(np.ceil(max(w, h) / max_side)))
+        rows = []
+        # Read in bands so a big level is never held whole.
+        band = 1024 - (1024 % step) if step < 1024 else step
+        for y in range(0, h, band):
+            region = self._slide.read_region((0, int(y * self._slide.level_downsamples[level])), level, (w, min(band, h - y)), as_array=True)
+            rows.append(to_rgb_uint8(np.asarray(region), self.path)[::step, ::step])
+        return np.concatenate(rows, 0), float(self._slide.level_downsamples[level] * step)
+
+    @property
+    def is_whole_slide(self) -> bool:
+        return self._slide.level_count > 1
+
+    def close(self) -> None:
+        self._slide.close()
+
 
 class OpenSlideSlide(Slide):
     """Whole-slide formats: regions are decoded on demand, never the whole level."""
@@ -129,6 +196,14 @@ class OpenSlideSlide(Slide):
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
         return region[:, :, :3]
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
+        return thumb, self.width / thumb.shape[1]
+
+    @property
+    def is_whole_slide(self) -> bool:
+        return True
 
     def close(self) -> None:
         self._slide.close()
@@ -181,20 +256,27 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and _is_vendor_wsi(path)):
         return OpenSlideSlide(path, mpp)
 
+    if suffix in {".tif", ".tiff"} and _is_tiff(path):
+        return TiffSlide(path, mpp)
+
     pixels, sitk_spacing = _read_sitk(path)
     pixels = to_rgb_uint8(pixels, path)
     if mpp is not None:
         spacing = _check_mpp(path, mpp, "--mpp")
-    elif suffix in {".tif", ".tiff"}:
-        tags = tiff_spacing_mm(path)
-        if tags is None:
-            raise ImageError(path, "no resolution tags (XResolution/ResolutionUnit), so no pixel spacing; pass it with --mpp")
-        _check_mpp(path, tags[0] * 1000.0, "the resolution tags")
-        # SimpleITK's value is what the platform uses; it equals the tags' value for inch/cm.
-        spacing = sitk_spacing if np.allclose(sitk_spacing, tags, rtol=1e-9) else tags
     elif sitk_spacing != (1.0, 1.0):
         spacing = sitk_spacing  # MHA and friends store spacing in mm directly
         _check_mpp(path, spacing[0] * 1000.0, "the image header")
     else:
         raise ImageError(path, "no pixel spacing in the file; pass it with --mpp")
     return ArraySlide(path, pixels, spacing)
+
+
+def _is_tiff(path: Path) -> bool:
+    """A TIFF that tifffile can parse; others go to SimpleITK, which names the problem."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages) > 0
+    except Exception:  # tifffile raises several types for non-TIFF or damaged headers
+        return False
