@@ -14,6 +14,9 @@ from .errors import MidogError
 COMMAND_MODULES = [
     "midog.detect",
     "midog.fetch",
+    "midog.synth",
+    "midog.evaluation.cli",
+    "midog.demo",
 ]
 
 
