@@ -1,0 +1,150 @@
+"""Throughput and memory of our exact and fast modes against the naive reference-style
+baseline, measured in one run on the same inputs.
+
+    python benchmarks/run.py [--device cpu|cuda] [--skip-slide]
+
+Inputs (made once, cached in benchmarks/.cache/): a synthetic 7215 x 5412 region TIFF, a
+synthetic 50 000 x 50 000 pyramidal slide (mostly glass, tiled JPEG) and the
+reference-vector weights (tests/conftest.py's rule, so detections are realistic in number).
+Each measurement runs in its own process, so its peak RSS is its own. Seconds exclude
+start-up (imports, model load) and include reading the image. The last line is
+machine-readable: exact_vs_baseline=<ratio> fast_vs_baseline=<ratio> fast_agreement=<fraction>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+REGION = CACHE / "region_7215x5412.tiff"
+SLIDE = CACHE / "slide_50000x50000.tiff"
+WEIGHTS = CACHE / "vector_weights.pth"
+VECTORS = ROOT.parent / "shared" / "reference-vectors"
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {here!r})
+mode, image, weights, device = sys.argv[1:5]
+if mode == "baseline":
+    from baseline import BaselineDetector
+    detector = BaselineDetector(weights, device)
+else:
+    from midog.detect import Detector
+    detector = Detector(weights, device, fast=(mode == "fast"))
+import torch
+if device.startswith("cuda"):
+    detector.detect(image)  # warm-up: CUDA context, cuDNN autotuning
+    torch.cuda.synchronize()
+start = time.perf_counter()
+det = detector.detect(image)
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "boxes": det.boxes.tolist(), "scores": det.scores.tolist(), "spacing": det.spacing_mm, "info": det.info}}))
+"""
+
+
+def prepare() -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    CACHE.mkdir(exist_ok=True)
+    if not WEIGHTS.exists():
+        import torch
+        from conftest import build_vector_weights
+
+        torch.save(build_vector_weights(VECTORS / "state_dict_keys.txt"), WEIGHTS)
+    if not REGION.exists():
+        from midog.synth import SCANNERS, synth_image, write_tiff
+
+        print("making the 7215 x 5412 region (once) ...", flush=True)
+        write_tiff(REGION, synth_image(7, 0, 7215, 5412)[0], SCANNERS[0])
+    if not SLIDE.exists():
+        from midog.synth import make_slide
+
+        print("making the 50 000 x 50 000 slide (once) ...", flush=True)
+        make_slide(SLIDE, 50000, 50000, seed=5, n_regions=4, region_size=2048)
+
+
+def measure(mode: str, image: Path, device: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD.format(here=str(HERE)), mode, str(image), str(WEIGHTS), device],
+        capture_output=True, text=True,
+    )
+    if run.returncode:
+        raise SystemExit(f"{mode} on {image.name} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def agreement(exact: dict, fast: dict, threshold: float = 0.64, margin: float = 0.02) -> tuple[int, int]:
+    """(agreeing, compared) detections above the threshold; those within `margin` of it are
+    not compared. Two detections agree when their centres are within 7.5 um (the official
+    matching radius: the same cell)."""
+    def points(d: dict, keep_margin: bool) -> np.ndarray:
+        b, s = np.asarray(d["boxes"], float).reshape(-1, 4), np.asarray(d["scores"])
+        sel = s > threshold if keep_margin else s > threshold + margin
+        return np.stack([(b[sel, 0] + b[sel, 2]) / 2, (b[sel, 1] + b[sel, 3]) / 2], 1) * d["spacing"][0]
+
+    agree, compared = 0, 0
+    for a, b in ((exact, fast), (fast, exact)):
+        clear, anyb = points(a, False), points(b, True)
+        for p in clear:
+            compared += 1
+            agree += bool(len(anyb)) and np.hypot(*(anyb - p).T).min() <= 0.0075
+    return agree, compared
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-slide", action="store_true", help="only the 7215 x 5412 image")
+    args = parser.parse_args()
+    prepare()
+    import torch
+
+    card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    print(f"device: {args.device} ({card}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
+
+    mp = 7215 * 5412 / 1e6
+    rows = {}
+    for mode in ("baseline", "exact", "fast"):
+        rows[mode] = measure(mode, REGION, args.device)
+        r = rows[mode]
+        print(f"7215x5412  {mode:8s} {r['seconds']:7.1f} s  {mp / r['seconds']:6.2f} MP/s  peak RSS {r['rss_mb']:6.0f} MB  {len(r['scores'])} candidates", flush=True)
+    exact_ratio = rows["baseline"]["seconds"] / rows["exact"]["seconds"]
+    fast_ratio = rows["baseline"]["seconds"] / rows["fast"]["seconds"]
+    same = np.array_equal(np.asarray(rows["baseline"]["boxes"]), np.asarray(rows["exact"]["boxes"]))
+    print(f"exact / baseline: {exact_ratio:.2f}x (identical detections: {same}); fast / baseline: {fast_ratio:.2f}x")
+
+    agree, compared = agreement(rows["exact"], rows["fast"])
+    if VECTORS.exists():
+        for name in ("synthA_1400x1000", "synthB_1100x1700", "synthC_512x512"):
+            a, c = agreement(measure("exact", VECTORS / f"{name}.tiff", args.device), measure("fast", VECTORS / f"{name}.tiff", args.device))
+            agree, compared = agree + a, compared + c
+    fraction = agree / compared if compared else 1.0
+    print(f"fast-mode agreement with exact (detections > 0.64 + 0.02, 7.5 um): {agree}/{compared} = {fraction:.4f}")
+
+    if not args.skip_slide:
+        slide_mp = 50000 * 50000 / 1e6
+        need_gb = 50000 * 50000 * 3 / 1e9
+        print(f"50000x50000 baseline   not run: loading level 0 whole needs {need_gb:.1f} GB for the pixels alone "
+              f"(SimpleITK holds a second copy while converting)")
+        for mode in ("exact", "fast"):
+            r = measure(mode, SLIDE, args.device)
+            info = r["info"]
+            print(f"50000x50000 {mode:8s} {r['seconds']:7.1f} s  {slide_mp / r['seconds']:7.1f} MP/s (slide area)  "
+                  f"peak RSS {r['rss_mb']:6.0f} MB  tiles run {info['tiles']}, skipped {info['tiles_skipped']}", flush=True)
+    print(f"exact_vs_baseline={exact_ratio:.3f} fast_vs_baseline={fast_ratio:.3f} fast_agreement={fraction:.4f}")
+
+
+if __name__ == "__main__":
+    main()
