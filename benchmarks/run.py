@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -32,7 +33,7 @@ WEIGHTS = CACHE / "vector_weights.pth"
 VECTORS = ROOT.parent / "shared" / "reference-vectors"
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {here!r})
 mode, image, weights, device = sys.argv[1:5]
 if mode == "baseline":
@@ -50,9 +51,18 @@ det = detector.detect(image)
 if device.startswith("cuda"):
     torch.cuda.synchronize()
 seconds = time.perf_counter() - start
-print(json.dumps({{"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss across fork and exec.
+hwm_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({{"seconds": seconds, "rss_mb": hwm_kb / 1024,
     "boxes": det.boxes.tolist(), "scores": det.scores.tolist(), "spacing": det.spacing_mm, "info": det.info}}))
 """
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return platform.machine()
 
 
 def prepare() -> None:
@@ -111,7 +121,7 @@ def main() -> None:
     prepare()
     import torch
 
-    card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else cpu_name()
     print(f"device: {args.device} ({card}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
 
     mp = 7215 * 5412 / 1e6

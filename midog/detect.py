@@ -181,19 +181,22 @@ class Detector:
         started = time.perf_counter()
         with open_slide(image, mpp) as slide:
             origins, skipped = self.tiles_to_run(slide, tissue_only)
-            boxes, scores, classes = [], [], []
+            # Run row by row (what strip-organised files decode cheaply), then put the results
+            # back in the reference's column-first order, which fixes how exact score ties break.
+            rank = {xy: i for i, xy in enumerate(origins)}
+            per_tile: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(origins)  # type: ignore[list-item]
             pin = self.device.type == "cuda"
             bar = tqdm(total=len(origins), desc=Path(image).name, unit="tile", disable=not progress, leave=False)
-            for batch_origins, tiles in prefetch_batches(slide, origins, self.batch_size, cfg, self.workers, pin):
+            row_major = sorted(origins, key=lambda xy: (xy[1], xy[0]))
+            for batch_origins, tiles in prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin):
                 batch = self.normalize(tiles.to(self.device, non_blocking=pin))
                 class_logits, box_deltas = self._forward(batch)
                 for (x, y), logits, deltas in zip(batch_origins, class_logits, box_deltas):
                     b, s, c = tile_boxes(logits, deltas, self.anchors, self.candidate_threshold, cfg)
-                    boxes.append(b.numpy() + np.array([x, y, x, y]))
-                    scores.append(s.numpy())
-                    classes.append(c.numpy())
+                    per_tile[rank[(x, y)]] = (b.numpy() + np.array([x, y, x, y]), s.numpy(), c.numpy())
                 bar.update(len(batch_origins))
             bar.close()
+            boxes, scores, classes = (list(part) for part in zip(*per_tile)) if per_tile else ([], [], [])
             spacing = slide.spacing_mm
             width, height = slide.width, slide.height
         boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)

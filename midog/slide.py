@@ -11,6 +11,8 @@ RGB, 16-bit is scaled to 8-bit (value >> 8). Anything else is an `ImageError`.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -141,14 +143,31 @@ class TiffSlide(Slide):
                 raise ImageError(path, "no resolution tags (XResolution/ResolutionUnit), so no pixel spacing; pass it with --mpp")
             _check_mpp(path, tags[0] * 1000.0, "the resolution tags")
             self.spacing_mm = tags
+        # Strips span the full width: reading tile by tile would decode every strip once per
+        # tile column (16 times for a MIDOG region). Full-width bands are decoded once and
+        # kept while the tiles of that row are read; a few bands bound the memory.
+        self._striped = not _is_tiled(path)
+        self._bands: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
         self.read_region(0, 0, 1, 1)  # fail here, with the file named, on an unsupported pixel layout
 
-    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         try:
             region = self._slide.read_region((x, y), 0, (w, h), as_array=True)
         except Exception as exc:  # codecs raise their own types for damaged data
             raise ImageError(self.path, f"damaged or truncated image ({type(exc).__name__}: {exc})") from None
         return to_rgb_uint8(np.asarray(region), self.path)
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if not self._striped:
+            return self._read(x, y, w, h)
+        with self._lock:
+            band = self._bands.get((y, h))
+            if band is None:
+                band = self._bands[(y, h)] = self._read(0, y, self.width, h)
+                while len(self._bands) > 3:
+                    self._bands.popitem(last=False)
+        return band[:, x : x + w]
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         dims = self._slide.level_dimensions
@@ -269,6 +288,13 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     else:
         raise ImageError(path, "no pixel spacing in the file; pass it with --mpp")
     return ArraySlide(path, pixels, spacing)
+
+
+def _is_tiled(path: Path) -> bool:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return tif.pages[0].is_tiled
 
 
 def _is_tiff(path: Path) -> bool:
