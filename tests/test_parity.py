@@ -40,12 +40,14 @@ def explain_differences(ours: list[dict], expected: list[dict], exp_scores: list
         d = np.hypot(*(exp_xy - exp_xy[i]).T)
         return any(j != i and d[j] <= 25 + 1 and abs(exp_scores[j] - exp_scores[i]) < 1e-4 for j in range(len(expected)))
 
+    pairs: list[tuple[int, int]] = []
     for i, p in enumerate(expected):
         d = np.hypot(*(our_xy - exp_xy[i]).T) if len(ours) else np.array([])
         candidates = [j for j in np.argsort(d) if d[j] <= 2 and j not in used]
         if candidates:
             j = int(candidates[0])
             used.add(j)
+            pairs.append((i, j))
             if our_scores[j] is not None:
                 assert abs(our_scores[j] - p["probability"]) < 1e-4, f"probability differs at point {i}"
             if d[j] > 0:
@@ -70,6 +72,12 @@ def explain_differences(ours: list[dict], expected: list[dict], exp_scores: list
             f"unexpected extra point {j} at {our_xy[j]}"
         )
         notes.append(f"extra point {j}: {'threshold edge' if edge else 'near-tie swap'}")
+    # Same order: float32 rounding (~1e-6) may only swap points whose scores are that close.
+    for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]):
+        if j2 < j1:
+            gap = abs(exp_scores[i1] - exp_scores[i2])
+            assert gap < 1e-5, f"expected points {i1} and {i2} come out in the other order (scores {gap:.2e} apart)"
+            notes.append(f"points {i1} and {i2}: near-tie in score order ({gap:.1e} apart), swapped")
     return notes
 
 
