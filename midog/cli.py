@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "midog.synth",
     "midog.evaluation.cli",
     "midog.demo",
+    "midog.training.cli",
 ]
 
 

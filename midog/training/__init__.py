@@ -1,0 +1,8 @@
+"""Training the domain-adversarial RetinaNet (SPEC section 6): `midog train`.
+
+Modules, one concept each: `data` (MIDOG.json, scanners, splits, image store),
+`sampler` (patches and batches), `augment` (geometry and lighting on a batch),
+`matching` (anchor targets), `losses` (focal, smooth L1, domain focal), `validate`
+(full-image validation metrics and the operating point), `loop` (optimisation,
+checkpoints, resume, logs), `cli` (the subcommand). Nothing heavy is imported here.
+"""

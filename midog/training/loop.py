@@ -1,0 +1,448 @@
+"""The training loop (SPEC section 6): one-cycle AdamW, the GRL alpha schedule,
+validation and model selection each epoch, checkpoints, resume, CSV log and plot.
+
+Run folder:
+- `last.pt`: everything needed to continue (model, optimiser, scheduler, scaler, RNG,
+  epoch, log, best score), replaced atomically after every epoch, so a kill loses at
+  most the epoch in progress. `--resume` continues from it.
+- `best.pth`: `{'model': state_dict, 'meta': {...}}` of the selected epoch; loads in
+  `midog detect --weights`, whose threshold defaults to `meta['threshold']`.
+- `log.csv`, `curves.png`, `split.json`, `summary.json`.
+
+Every epoch draws its patches and augmentations from RNGs seeded by (seed, epoch), so
+an interrupted and resumed run sees the same data as an uninterrupted one.
+
+Model selection (`select="aucpr"`, the default, the paper's rule): highest mean
+validation AUCPR over the labelled scanners (rounded to 3 decimals), ties broken by the
+higher validation domain loss, i.e. the more confused scanner classifier. `select="loss"`
+is the reference code's rule: lowest validation detection loss minus domain loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import REFERENCE, TrainConfig
+from ..errors import MidogError
+
+_T = TrainConfig()
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on; defaults are the reference's values (SPEC section 6)."""
+
+    annotations: str
+    out_dir: str
+    images_dir: str | None = None
+    box_format: str = "xyxy"
+    scanners_file: str | None = None
+    unlabeled: str | None = None
+    split_file: str | None = None
+    val_per_scanner: int | None = None
+    test_per_scanner: int = 0
+    patch_size: int = _T.patch_size
+    per_scanner: int = _T.patches_per_scanner_in_batch
+    train_patches: int = _T.train_patches_per_scanner
+    val_patches: int = _T.val_patches_per_scanner
+    epochs: int = _T.epochs
+    max_lr: float = _T.max_lr
+    weight_decay: float = _T.weight_decay
+    betas: tuple[float, float] = _T.betas
+    pct_start: float = 0.3  # fastai's fit_one_cycle default, which the reference used
+    domain_weight: float = _T.domain_weight
+    positive_fraction: float = _T.positive_fraction
+    augment: bool = True
+    detach_laterals: bool = False
+    backbone: str = "imagenet"  # "imagenet", "none" or a path to a torchvision resnet18 state_dict
+    device: str = "auto"
+    amp: str = "off"  # off, bf16, fp16, auto
+    select: str = "aucpr"
+    val_every: int = 1
+    val_min_score: float = 0.05
+    seed: int = _T.seed
+    threads: int | None = None
+    cache_images: int = 16
+    progress: bool = True
+
+
+def alpha_schedule(progress: float) -> float:
+    """GRL weight: 2 / (1 + exp(-10 p)) - 1, from 0 at the start towards 1."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
+def code_version() -> str:
+    from .. import __version__
+
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{__version__}+{rev}" if rev else __version__
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
+    from ..detect import pick_device
+
+    device = pick_device(cfg.device)
+    amp = cfg.amp
+    if amp == "auto":
+        amp = "fp16" if device.type == "cuda" else ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "off")
+    if amp not in ("off", "bf16", "fp16"):
+        raise MidogError(f"--amp must be off, bf16, fp16 or auto, got {cfg.amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise MidogError("--amp fp16 needs CUDA; on the CPU use bf16")
+    return device, (None if amp == "off" else amp)
+
+
+def init_backbone(model: torch.nn.Module, spec: str) -> str:
+    """Load ImageNet ResNet18 weights into the encoder; returns what was used."""
+    renames = {"conv1.": "0.", "bn1.": "1.", "layer1.": "4.", "layer2.": "5.", "layer3.": "6.", "layer4.": "7."}
+    if spec == "none":
+        return "random"
+    try:
+        if spec == "imagenet":
+            import torchvision
+
+            state = torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1).state_dict()
+        else:
+            state = torch.load(spec, map_location="cpu", weights_only=True)
+    except Exception as exc:  # offline, missing file, bad file: all end in random init
+        warnings.warn(
+            f"ImageNet backbone weights unavailable ({type(exc).__name__}: {exc}); "
+            "training from RANDOM initialisation, which needs far more data and epochs",
+            stacklevel=2,
+        )
+        return "random (ImageNet weights unavailable)"
+    mapped = {}
+    for k, v in state.items():
+        for old, new in renames.items():
+            if k.startswith(old):
+                mapped[new + k[len(old):]] = v
+    missing, _ = model.encoder.load_state_dict(mapped, strict=False)
+    if missing:
+        raise MidogError(f"{spec}: not a ResNet18 state_dict (missing {missing[:4]})")
+    return spec
+
+
+# ---------------------------------------------------------------------------
+# Run state
+# ---------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig) -> None:
+        from ..anchors import make_anchors
+        from ..network import RetinaNetDA
+        from .augment import AugmentConfig
+        from .data import ImageStore, apply_split, load_midog, read_scanner_ranges, read_split_file, seeded_split, split_fingerprint
+        from .sampler import BatchSampler
+
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device, self.amp = resolve_device(cfg)
+        if cfg.patch_size < 224 and cfg.domain_weight > 0:
+            raise MidogError("the domain classifier needs patches of at least 224 px (3 unpadded convs on the /32 map)")
+        if cfg.patch_size % 32:
+            raise MidogError("--patch-size must be a multiple of 32")
+
+        ranges, unlabeled = (read_scanner_ranges(cfg.scanners_file) if cfg.scanners_file else (None, None))
+        self.data = load_midog(cfg.annotations, cfg.images_dir, ranges, cfg.unlabeled or unlabeled, cfg.box_format)
+        if len(self.data.scanners) != REFERENCE.n_domains:
+            raise MidogError(f"the network's domain classifier has {REFERENCE.n_domains} outputs; got {len(self.data.scanners)} scanners")
+        if cfg.split_file:
+            self.split = read_split_file(cfg.split_file)
+        else:
+            self.split = seeded_split(self.data, cfg.val_per_scanner, cfg.test_per_scanner, cfg.seed)
+        self.parts = apply_split(self.data, self.split)
+        if not any(r.labelled for r in self.parts["train"]):
+            raise MidogError("no labelled training images after the split")
+        self.store = ImageStore(cfg.cache_images)
+        self.train_sampler = BatchSampler(self.parts["train"], len(self.data.scanners), self.store, cfg.patch_size, cfg.per_scanner, cfg.positive_fraction)
+        self.val_sampler = BatchSampler(self.parts["valid"], len(self.data.scanners), self.store, cfg.patch_size, cfg.per_scanner, cfg.positive_fraction)
+        self.aug = AugmentConfig(enabled=cfg.augment)
+        self.anchors = make_anchors(REFERENCE, cfg.patch_size).to(self.device)
+        self.steps_per_epoch = max(1, math.ceil(cfg.train_patches / cfg.per_scanner))
+
+        torch.manual_seed(cfg.seed)
+        self.model = RetinaNetDA(REFERENCE, detach_laterals=cfg.detach_laterals)
+        self.backbone = init_backbone(self.model, cfg.backbone)
+        self.model.to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=cfg.max_lr, total_steps=cfg.epochs * self.steps_per_epoch, pct_start=cfg.pct_start,
+            base_momentum=0.85, max_momentum=0.95,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.epoch = 0  # epochs finished
+        self.rows: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.data_meta = {
+            "annotations": str(cfg.annotations),
+            "annotations_sha256": self.data.fingerprint,
+            "split_sha256": split_fingerprint(self.split),
+            "scanners": self.data.scanners,
+            "unlabeled": self.data.unlabeled,
+            "images": {s: sorted(r.file_name for r in self.parts[s]) for s in ("train", "valid", "test")},
+        }
+        (self.out / "split.json").write_text(json.dumps(self.split, indent=1, sort_keys=True) + "\n")
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def meta(self, row: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(json.dumps({
+            "threshold": row.get("threshold", REFERENCE.threshold),
+            "normalisation": {"mean": list(REFERENCE.mean), "std": list(REFERENCE.std), "scale": "pixel / 255"},
+            "config": REFERENCE.to_dict(),
+            "train": dataclasses.asdict(self.cfg),
+            "backbone_init": self.backbone,
+            "data": self.data_meta,
+            "code_version": code_version(),
+            "epoch": row["epoch"],
+            "metrics": row,
+            "selection": self.cfg.select,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "rows": json.loads(json.dumps(self.rows)),
+            "best": json.loads(json.dumps(self.best)),
+            "fingerprint": self.fingerprint(),
+        }
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        keep = ("patch_size", "per_scanner", "train_patches", "epochs", "max_lr", "seed", "domain_weight", "select")
+        return {"data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
+                **{k: getattr(self.cfg, k) for k in keep}}
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["fingerprint"] != self.fingerprint():
+            diff = {k: (v, self.fingerprint().get(k)) for k, v in state["fingerprint"].items() if self.fingerprint().get(k) != v}
+            raise MidogError(f"{path}: cannot resume, the run's data or settings differ: {diff}")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.rows, self.best = state["epoch"], state["rows"], state["best"]
+
+    # -- one epoch -------------------------------------------------------------
+
+    def to_input(self, patches: list, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, list[np.ndarray]]:
+        from .augment import augment_batch
+
+        x = torch.from_numpy(np.stack([p.pixels for p in patches])).permute(0, 3, 1, 2).float() / 255.0
+        boxes = [p.boxes for p in patches]
+        if augment:
+            x, boxes = augment_batch(x, boxes, rng, self.aug)
+        mean = torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)
+        std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(self.device), boxes
+
+    def batch_loss(self, patches: list, rng: np.random.Generator, augment: bool, alpha: float):
+        from .losses import total_loss
+        from .matching import build_targets
+
+        x, boxes = self.to_input(patches, rng, augment)
+        matches, targets = build_targets(self.anchors, boxes, self.cfg.patch_size, REFERENCE, _T.match_fg_iou, _T.match_bg_iou)
+        domains = torch.tensor([p.domain for p in patches], device=self.device)
+        labelled = torch.tensor([p.labelled for p in patches], device=self.device)
+        from .validate import autocast
+
+        with autocast(self.device, self.amp):
+            if self.cfg.domain_weight > 0:
+                logits, deltas, dom = self.model.forward_train(x, alpha)
+            else:
+                (logits, deltas), dom = self.model(x), None
+        return total_loss(logits, deltas, dom, matches, targets, domains, labelled, self.cfg.domain_weight, _T.focal_gamma, _T.focal_alpha)
+
+    def train_epoch(self) -> dict[str, float]:
+        from tqdm import tqdm
+
+        cfg, epoch = self.cfg, self.epoch
+        rng = np.random.default_rng([cfg.seed, epoch, 1])
+        torch.manual_seed(cfg.seed * 100003 + epoch)
+        alpha = alpha_schedule(epoch / cfg.epochs)
+        self.model.train()
+        sums = np.zeros(3)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not cfg.progress, leave=False)
+        for _ in bar:
+            parts = self.batch_loss(self.train_sampler.batch(rng), rng, cfg.augment, alpha)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(parts.total).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            sums += [parts.total.item(), parts.detection.item(), parts.domain.item()]
+            bar.set_postfix(loss=f"{parts.total.item():.3f}", det=f"{parts.detection.item():.3f}", dom=f"{parts.domain.item():.3f}")
+        n = self.steps_per_epoch
+        return {"alpha": alpha, "lr": self.sched.get_last_lr()[0], "train_loss": sums[0] / n, "train_det": sums[1] / n, "train_dom": sums[2] / n}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        from .validate import evaluate_images
+
+        cfg = self.cfg
+        self.model.eval()
+        out: dict[str, Any] = {}
+        # Fixed patches every epoch (same seed), so the losses are comparable over epochs.
+        rng = np.random.default_rng([cfg.seed, 2**31 - 1])
+        n_batches = math.ceil(cfg.val_patches / cfg.per_scanner) if self.val_sampler.domains else 0
+        det = dom = 0.0
+        for _ in range(n_batches):
+            patches = self.val_sampler.batch(rng)
+            parts = self.batch_loss(patches, rng, False, 0.0)
+            det, dom = det + parts.detection.item(), dom + parts.domain.item()
+        if n_batches:
+            out["val_det"], out["val_dom"] = det / n_batches, dom / n_batches
+        labelled = [r for r in self.parts["valid"] if r.labelled]
+        if labelled:
+            m = evaluate_images(self.model, labelled, self.device, REFERENCE, cfg.val_min_score, self.amp)
+            out.update(aucpr=m.aucpr, f1=m.f1, mean_f1=m.mean_f1, threshold=m.threshold)
+            for sc, v in m.per_scanner.items():
+                out[f"aucpr[{sc}]"], out[f"f1[{sc}]"] = v["aucpr"], v["f1"]
+        return out
+
+    def is_better(self, row: dict[str, Any]) -> bool:
+        if self.best is None:
+            return True
+        if self.cfg.select == "loss":
+            key = lambda r: -(r.get("val_det", math.inf) - r.get("val_dom", 0.0))  # noqa: E731
+        else:
+            key = lambda r: (round(r.get("aucpr", -1.0), 3), r.get("val_dom", 0.0))  # noqa: E731
+        return key(row) > key(self.best)
+
+    # -- logs --------------------------------------------------------------------
+
+    def write_logs(self) -> None:
+        cols: list[str] = []
+        for row in self.rows:
+            cols += [k for k in row if k not in cols]
+        tmp = self.out / "log.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, cols)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.out / "log.csv")
+        try:
+            plot_log(self.rows, self.out / "curves.png")
+        except Exception as exc:  # a plot must never stop training
+            print(f"warning: plot failed: {exc}", file=sys.stderr)
+
+    # -- the run -------------------------------------------------------------------
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train until `cfg.epochs` (or `stop_after` more epochs); returns the summary."""
+        cfg = self.cfg
+        done_now = 0
+        while self.epoch < cfg.epochs and (stop_after is None or done_now < stop_after):
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"epoch": self.epoch + 1, "step": (self.epoch + 1) * self.steps_per_epoch}
+            row.update(self.train_epoch())
+            t_train = time.perf_counter() - t0
+            row["patches_per_s"] = self.steps_per_epoch * cfg.per_scanner * len(self.train_sampler.domains) / t_train
+            last = self.epoch + 1 == cfg.epochs
+            if (self.epoch + 1) % cfg.val_every == 0 or last:
+                row.update(self.validate())
+            row["seconds"] = time.perf_counter() - t0
+            self.epoch += 1
+            self.rows.append(row)
+            if "aucpr" in row or ("val_det" in row and cfg.select == "loss"):
+                if self.is_better(row):
+                    self.best = row
+                    atomic_save({"model": self.model.state_dict(), "meta": self.meta(row)}, self.out / "best.pth")
+            atomic_save(self.state(), self.out / "last.pt")
+            self.write_logs()
+            done_now += 1
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if "[" not in k)
+            print(msg, file=sys.stderr, flush=True)
+        summary = {"epochs_done": self.epoch, "epochs": cfg.epochs, "best": self.best, "out_dir": str(self.out)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        self.store.close()
+        return summary
+
+
+def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or continue from `out_dir/last.pt` with `resume`); returns the summary."""
+    trainer = Trainer(cfg)
+    last = trainer.out / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise MidogError(f"{last}: nothing to resume")
+        trainer.load(last)
+    elif last.is_file():
+        raise MidogError(f"{trainer.out} already holds a run; pass --resume to continue it or choose another folder")
+    return trainer.run(stop_after)
+
+
+def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """An inference file from a checkpoint: the full state_dict (float16 when `half`) and
+    the metadata, nothing else; `load_model` widens float16 back to float32."""
+    from ..network import read_state_dict
+
+    state, meta = read_state_dict(src)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"model": state, "meta": meta}, dst)
+    return dst
+
+
+def plot_log(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("train_loss", "train_det", "train_dom", "val_det", "val_dom"):
+        pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
+        if pts:
+            a.plot(*zip(*pts), label=key, marker=".")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.set_yscale("log"), a.legend()
+    for key in ("aucpr", "f1", "mean_f1", "threshold", "alpha"):
+        pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
+        if pts:
+            b.plot(*zip(*pts), label=key, marker=".")
+    b.set_xlabel("epoch"), b.set_ylim(0, 1.02), b.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,257 @@
+"""Training package: data reading, splits, sampling, augmentation, matching, losses, and
+small end-to-end runs on a tiny synthetic set (loss falls; stop + resume = uninterrupted)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from midog.errors import MidogError
+from midog.training import data as tdata
+from midog.training.augment import AugmentConfig, augment_batch, transform_boxes
+from midog.training.losses import domain_focal_loss, focal_loss, total_loss
+from midog.training.matching import BACKGROUND, IGNORE, build_targets, match, pixel_boxes_to_cthw
+from midog.training.sampler import boxes_in_patch, patch_origin
+
+from conftest import SHARED, need_shared
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def test_real_midog_json_counts_per_scanner_and_category() -> None:
+    ds = tdata.load_midog(need_shared(SHARED / "midog" / "MIDOG.json"))
+    c = tdata.counts(ds)
+    assert len(ds.records) == 200
+    assert sum(v.get(1, 0) for v in c.values()) == 1721
+    assert sum(v.get(2, 0) for v in c.values()) == 2714
+    assert c == {
+        "Hamamatsu XR": {1: 451, 2: 724},
+        "Hamamatsu S360": {1: 582, 2: 1066},
+        "Aperio CS2": {1: 688, 2: 924},
+        "Leica GT450": {},
+    }
+    assert [sum(r.scanner == s for r in ds.records) for s in ds.scanners] == [50, 50, 50, 50]
+    assert not any(r.labelled for r in ds.records if r.scanner == "Leica GT450")
+    # Every MIDOG box is 50 x 50 px: proves bbox is read as x1, y1, x2, y2.
+    sizes = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in ds.records if len(r.boxes)])
+    assert np.all(sizes == 50)
+
+
+def test_reference_split_file_is_40_10_per_scanner() -> None:
+    ds = tdata.load_midog(need_shared(SHARED / "midog" / "MIDOG.json"))
+    parts = tdata.apply_split(ds, tdata.read_split_file(need_shared(SHARED / "midog" / "train_val_split.txt")))
+    for s in ds.scanners:
+        assert sum(r.scanner == s for r in parts["train"]) == 40
+        assert sum(r.scanner == s for r in parts["valid"]) == 10
+
+
+def _coco(tmp_path: Path, bbox: list[float]) -> Path:
+    p = tmp_path / "MIDOG.json"
+    p.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i:03d}.tiff", "width": 100, "height": 100} for i in range(1, 201)],
+        "annotations": [{"id": 1, "image_id": 3, "category_id": 1, "bbox": bbox}],
+    }))
+    return p
+
+
+def test_coco_xywh_only_on_request(tmp_path: Path) -> None:
+    ds = tdata.load_midog(_coco(tmp_path, [10, 20, 50, 50]), box_format="xywh")
+    assert ds.by_name()["003.tiff"].boxes.tolist() == [[10, 20, 60, 70]]
+    ds = tdata.load_midog(_coco(tmp_path, [10, 20, 60, 70]))
+    assert ds.by_name()["003.tiff"].boxes.tolist() == [[10, 20, 60, 70]]
+    with pytest.raises(MidogError, match="xywh"):
+        tdata.load_midog(_coco(tmp_path, [10, 20, 5, 5]))  # x,y,w,h read as corners is empty
+
+
+def test_seeded_split_is_per_scanner_and_reproducible(tmp_path: Path) -> None:
+    ds = tdata.load_midog(_coco(tmp_path, [10, 20, 60, 70]))
+    a = tdata.seeded_split(ds, seed=3)
+    assert a == tdata.seeded_split(ds, seed=3) != tdata.seeded_split(ds, seed=4)
+    parts = tdata.apply_split(ds, a)
+    assert [sum(r.scanner == s for r in parts["valid"]) for s in ds.scanners] == [10] * 4
+    b = tdata.apply_split(ds, tdata.seeded_split(ds, val_per_scanner=2, test_per_scanner=3))
+    assert (len(b["train"]), len(b["valid"]), len(b["test"])) == (180, 8, 12)
+
+
+# ---------------------------------------------------------------------------
+# Sampling, augmentation, matching, losses
+# ---------------------------------------------------------------------------
+
+
+def test_positive_patches_contain_their_figure() -> None:
+    rec = tdata.ImageRecord(1, "a", Path("a"), 1000, 800, "s", 0, True, np.array([[500, 400, 550, 450]], np.float32), np.array([1]))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x, y = patch_origin(rec, 256, rng, positive_fraction=1.0)
+        assert 0 <= x <= 1000 - 256 and 0 <= y <= 800 - 256
+        assert x <= 500 <= x + 256 and y <= 400 <= y + 256
+    kept = boxes_in_patch(np.array([[10, 10, 60, 60], [220, 220, 270, 270], [300, 0, 350, 50]], np.float32), 0, 0, 256)
+    assert kept.tolist() == [[10, 10, 60, 60], [220, 220, 256, 256]]
+
+
+def test_flip_moves_boxes_with_the_pixels() -> None:
+    img = torch.zeros(1, 3, 64, 64)
+    img[:, :, 10:20, 4:14] = 1.0  # rows 10-19, columns 4-13
+    flip_x = AugmentConfig(p=1.0, max_rotate_deg=0, max_zoom=1.0, max_warp=0.0, max_lighting=0.0)
+
+    class OnlyFirst:  # draws: flip x yes, everything else no
+        def __init__(self) -> None:
+            self.n = 0
+
+        def random(self) -> float:
+            self.n += 1
+            return 0.0 if self.n == 1 else 1.0
+
+        def uniform(self, a: float, b: float, size: int | None = None):  # noqa: ANN201
+            return np.full(size, a) if size else a
+
+    out, boxes = augment_batch(img, [np.array([[4, 10, 14, 20]], np.float32)], OnlyFirst(), flip_x)
+    assert np.allclose(boxes[0], [[50, 10, 60, 20]], atol=1e-4)
+    ys, xs = torch.nonzero(out[0, 0] > 0.5, as_tuple=True)
+    assert (xs.min().item(), xs.max().item(), ys.min().item(), ys.max().item()) == (50, 59, 10, 19)
+
+
+def test_rotation_keeps_cell_box_size() -> None:
+    a = math.radians(10)
+    m = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    out = transform_boxes(np.array([[100, 100, 150, 150]], np.float32), m, 256)
+    assert np.allclose(out[0, 2:] - out[0, :2], 50, atol=0.5)
+
+
+def test_matching_thresholds() -> None:
+    anchors = torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.0, 0.06, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4], [0.0, 0.0, 0.3, 0.3]])
+    gt = torch.tensor([[0.0, 0.0, 0.4, 0.4]])
+    # IoU 1, 0.74 (shifted 0.06 of 0.4), 0, 0.5625
+    assert match(anchors, gt).tolist() == [0, 0, BACKGROUND, 0]
+    assert match(anchors, gt, fg_iou=0.6).tolist() == [0, 0, BACKGROUND, IGNORE]
+    assert match(anchors, gt[:0]).tolist() == [BACKGROUND] * 4
+    # Pixels to anchor units: a 64 px box at the centre of a 256 patch.
+    assert torch.allclose(pixel_boxes_to_cthw(np.array([[96, 112, 160, 176]]), 256), torch.tensor([[0.125, 0.0, 0.5, 0.5]]))
+
+
+def test_targets_decode_back_to_the_box() -> None:
+    from midog.anchors import make_anchors
+    from midog.box_coding import decode
+
+    anchors = make_anchors(tile_size=256)
+    box = np.array([[100, 60, 150, 110]], np.float32)
+    m, t = build_targets(anchors, [box], 256)
+    fg = m[0] >= 0
+    assert int(fg.sum()) > 0
+    decoded = decode(t[0][fg], anchors[fg])
+    assert torch.allclose(decoded, pixel_boxes_to_cthw(box, 256).expand_as(decoded), atol=1e-5)
+
+
+def test_focal_weights_and_domain_focal() -> None:
+    z = torch.zeros(1)
+    # p = 0.5: (1 - pt)^2 = 0.25; positives weighted 0.75, negatives 0.25.
+    assert torch.isclose(focal_loss(z, torch.ones(1)), torch.tensor(0.75 * 0.25 * math.log(2)))
+    assert torch.isclose(focal_loss(z, torch.zeros(1)), torch.tensor(0.25 * 0.25 * math.log(2)))
+    ce = math.log(4)
+    assert torch.isclose(domain_focal_loss(torch.zeros(1, 4), torch.tensor([2])), torch.tensor(0.25 * 0.75**2 * ce))
+
+
+def test_unlabelled_images_give_no_detection_loss() -> None:
+    logits, deltas = torch.randn(2, 10, 2), torch.randn(2, 10, 4)
+    matches = torch.full((2, 10), BACKGROUND)
+    targets = torch.zeros(2, 10, 4)
+    both = total_loss(logits, deltas, None, matches, targets, torch.tensor([0, 3]), torch.tensor([True, False]))
+    one = total_loss(logits[:1], deltas[:1], None, matches[:1], targets[:1], torch.tensor([0]), torch.tensor([True]))
+    assert torch.isclose(both.detection, one.detection)
+
+
+# ---------------------------------------------------------------------------
+# End to end on a tiny synthetic set
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from midog.synth import make_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    make_dataset(out, seed=1, images_per_scanner=2, size=(320, 320))
+    return out / "MIDOG.json"
+
+
+def _cfg(annotations: Path, out: Path, **kw):  # noqa: ANN202
+    from midog.training.loop import RunConfig
+
+    base = dict(
+        annotations=str(annotations), out_dir=str(out), patch_size=224, per_scanner=1, train_patches=2,
+        val_patches=1, epochs=2, max_lr=1e-3, backbone="none", val_per_scanner=1, progress=False, threads=1, amp="bf16",
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_loss_falls_on_a_tiny_synthetic_set(tiny_set: Path, tmp_path: Path) -> None:
+    from midog.training.loop import Trainer
+
+    t = Trainer(_cfg(tiny_set, tmp_path, epochs=1, train_patches=12, positive_fraction=1.0))
+    rng = np.random.default_rng(0)
+    patches = t.train_sampler.batch(rng)
+    assert any(len(p.boxes) for p in patches)
+    t.model.train()
+    for group in t.opt.param_groups:  # the one-cycle warm-up would start 25x lower
+        group["lr"] = 3e-4
+    losses = []
+    for _ in range(6):
+        parts = t.batch_loss(patches, np.random.default_rng(1), False, 0.5)
+        t.opt.zero_grad()
+        parts.total.backward()
+        t.opt.step()
+        losses.append(parts.detection.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) -> None:
+    from midog.network import load_model
+    from midog.training.loop import export_weights, train
+
+    # Validation only at the last epoch keeps this test fast.
+    full = train(_cfg(tiny_set, tmp_path / "a", val_every=2))
+    part = train(_cfg(tiny_set, tmp_path / "b", val_every=2), stop_after=1)
+    assert part["epochs_done"] == 1
+    with pytest.raises(MidogError, match="resume"):
+        train(_cfg(tiny_set, tmp_path / "b", val_every=2))
+    resumed = train(_cfg(tiny_set, tmp_path / "b", val_every=2), resume=True)
+    assert resumed["epochs_done"] == full["epochs_done"] == 2
+
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["sched"]["last_epoch"] == b["sched"]["last_epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    drop = ("seconds", "patches_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a["rows"]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b["rows"]
+    ]
+    for name in ("log.csv", "curves.png", "best.pth", "split.json"):
+        assert (tmp_path / "b" / name).is_file()
+
+    # The selected checkpoint loads in the detection core with its operating point.
+    model, meta = load_model(tmp_path / "b" / "best.pth")
+    assert 0 < meta["threshold"] < 1 and meta["data"]["annotations_sha256"]
+    assert meta["normalisation"]["mean"] == [0.7481, 0.5692, 0.7225]
+    half = export_weights(tmp_path / "b" / "best.pth", tmp_path / "half.pth")
+    _, meta_half = load_model(half)
+    assert meta_half["threshold"] == meta["threshold"]
+    with pytest.raises(MidogError, match="differ"):
+        train(_cfg(tiny_set, tmp_path / "b", epochs=3), resume=True)
+
+
+def test_cli_registers_train() -> None:
+    from midog.cli import build_parser
+
+    args = build_parser().parse_args(["train", "x/MIDOG.json", "--out", "r", "--domain-weight", "0", "--amp", "bf16"])
+    assert args.domain_weight == 0 and args.epochs == 200 and args.patch_size == 512 and args.per_scanner == 3
+    assert args.train_patches == 1500 and args.val_patches == 500 and args.max_lr == 1e-4
