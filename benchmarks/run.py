@@ -34,6 +34,7 @@ VECTORS = ROOT.parent / "shared" / "reference-vectors"
 
 CHILD = """
 import json, sys, time
+t0 = time.perf_counter()
 sys.path.insert(0, {here!r})
 mode, image, weights, device = sys.argv[1:5]
 if mode == "baseline":
@@ -41,7 +42,8 @@ if mode == "baseline":
     detector = BaselineDetector(weights, device)
 else:
     from midog.detect import Detector
-    detector = Detector(weights, device, fast=(mode == "fast"))
+    detector = Detector(weights, device, fast=mode.startswith("fast"), compile=mode.endswith("+compile"))
+startup = time.perf_counter() - t0
 import torch
 if device.startswith("cuda"):
     detector.detect(image)  # warm-up: CUDA context, cuDNN autotuning
@@ -53,7 +55,7 @@ if device.startswith("cuda"):
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss across fork and exec.
 hwm_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-print(json.dumps({{"seconds": seconds, "rss_mb": hwm_kb / 1024,
+print(json.dumps({{"seconds": seconds, "startup": startup, "rss_mb": hwm_kb / 1024,
     "boxes": det.boxes.tolist(), "scores": det.scores.tolist(), "spacing": det.spacing_mm, "info": det.info}}))
 """
 
@@ -126,19 +128,25 @@ def main() -> None:
 
     mp = 7215 * 5412 / 1e6
     rows = {}
-    for mode in ("baseline", "exact", "fast"):
-        rows[mode] = measure(mode, REGION, args.device)
-        r = rows[mode]
-        print(f"7215x5412  {mode:8s} {r['seconds']:7.1f} s  {mp / r['seconds']:6.2f} MP/s  peak RSS {r['rss_mb']:6.0f} MB  {len(r['scores'])} candidates", flush=True)
-    exact_ratio = rows["baseline"]["seconds"] / rows["exact"]["seconds"]
-    fast_ratio = rows["baseline"]["seconds"] / rows["fast"]["seconds"]
+    for mode in ("baseline", "exact", "exact+compile", "fast", "fast+compile"):
+        rows[mode] = r = measure(mode, REGION, args.device)
+        ratio = rows["baseline"]["seconds"] / r["seconds"]
+        print(f"7215x5412  {mode:14s} {r['seconds']:6.1f} s  {mp / r['seconds']:5.2f} MP/s  x{ratio:4.2f}  "
+              f"peak RSS {r['rss_mb']:5.0f} MB  start-up {r['startup']:4.1f} s  {len(r['scores'])} candidates", flush=True)
+    # Exact mode's figure is its faster float32 configuration; both pass the parity tests.
+    exact_mode = min(("exact", "exact+compile"), key=lambda m: rows[m]["seconds"])
+    fast_mode = min(("fast", "fast+compile"), key=lambda m: rows[m]["seconds"])
+    exact_ratio = rows["baseline"]["seconds"] / rows[exact_mode]["seconds"]
+    fast_ratio = rows["baseline"]["seconds"] / rows[fast_mode]["seconds"]
     same = np.array_equal(np.asarray(rows["baseline"]["boxes"]), np.asarray(rows["exact"]["boxes"]))
-    print(f"exact / baseline: {exact_ratio:.2f}x (identical detections: {same}); fast / baseline: {fast_ratio:.2f}x")
+    print(f"eager exact mode gives the baseline's detections bit for bit: {same}")
+    print(f"exact ({exact_mode}) / baseline: {exact_ratio:.2f}x; fast ({fast_mode}) / baseline: {fast_ratio:.2f}x")
 
-    agree, compared = agreement(rows["exact"], rows["fast"])
+    agree, compared = agreement(rows["exact"], rows[fast_mode])
     if VECTORS.exists():
         for name in ("synthA_1400x1000", "synthB_1100x1700", "synthC_512x512"):
-            a, c = agreement(measure("exact", VECTORS / f"{name}.tiff", args.device), measure("fast", VECTORS / f"{name}.tiff", args.device))
+            image = VECTORS / f"{name}.tiff"
+            a, c = agreement(measure("exact", image, args.device), measure(fast_mode, image, args.device))
             agree, compared = agree + a, compared + c
     fraction = agree / compared if compared else 1.0
     print(f"fast-mode agreement with exact (detections > 0.64 + 0.02, 7.5 um): {agree}/{compared} = {fraction:.4f}")
@@ -148,10 +156,10 @@ def main() -> None:
         need_gb = 50000 * 50000 * 3 / 1e9
         print(f"50000x50000 baseline   not run: loading level 0 whole needs {need_gb:.1f} GB for the pixels alone "
               f"(SimpleITK holds a second copy while converting)")
-        for mode in ("exact", "fast"):
+        for mode in (exact_mode, fast_mode):
             r = measure(mode, SLIDE, args.device)
             info = r["info"]
-            print(f"50000x50000 {mode:8s} {r['seconds']:7.1f} s  {slide_mp / r['seconds']:7.1f} MP/s (slide area)  "
+            print(f"50000x50000 {mode:14s} {r['seconds']:6.1f} s  {slide_mp / r['seconds']:7.1f} MP/s (slide area)  "
                   f"peak RSS {r['rss_mb']:6.0f} MB  tiles run {info['tiles']}, skipped {info['tiles_skipped']}", flush=True)
     print(f"exact_vs_baseline={exact_ratio:.3f} fast_vs_baseline={fast_ratio:.3f} fast_agreement={fraction:.4f}")
 

@@ -41,7 +41,7 @@ def read_tile(slide: "object", x: int, y: int, config: DetectorConfig = REFERENC
 
 
 class Normalizer:
-    """uint8 (B, H, W, 3) -> normalised float32 (B, 3, H, W), channels-last, on the device.
+    """uint8 (B, H, W, 3) -> normalised float32 (B, 3, H, W) on the device.
 
     The reference divides by 255 in float64 and casts to float32 before normalising;
     uint8 / 255 rounded to float32 is the same value, so we divide in float32 by a
@@ -55,7 +55,5 @@ class Normalizer:
         self.std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
     def __call__(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
-        # (B, H, W, 3) permuted to (B, 3, H, W) is already channels-last in memory, the
-        # layout the network runs in: no copy.
         x = self.lut[tiles_uint8.long()].permute(0, 3, 1, 2)
-        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return ((x - self.mean) / self.std).contiguous()
