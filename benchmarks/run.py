@@ -119,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-slide", action="store_true", help="only the 7215 x 5412 image")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per mode; the fastest counts")
     args = parser.parse_args()
     prepare()
     import torch
@@ -127,9 +128,17 @@ def main() -> None:
     print(f"device: {args.device} ({card}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
 
     mp = 7215 * 5412 / 1e6
-    rows = {}
-    for mode in ("baseline", "exact", "exact+compile", "fast", "fast+compile"):
-        rows[mode] = r = measure(mode, REGION, args.device)
+    modes = ("baseline", "exact", "exact+compile", "fast", "fast+compile")
+    # This shared 2-core machine's speed drifts by tens of percent over minutes: measure
+    # every mode in each of `--rounds` alternating rounds and keep its fastest run.
+    rows: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for mode in modes:
+            r = measure(mode, REGION, args.device)
+            if mode not in rows or r["seconds"] < rows[mode]["seconds"]:
+                rows[mode] = r
+    for mode in modes:
+        r = rows[mode]
         ratio = rows["baseline"]["seconds"] / r["seconds"]
         print(f"7215x5412  {mode:14s} {r['seconds']:6.1f} s  {mp / r['seconds']:5.2f} MP/s  x{ratio:4.2f}  "
               f"peak RSS {r['rss_mb']:5.0f} MB  start-up {r['startup']:4.1f} s  {len(r['scores'])} candidates", flush=True)
