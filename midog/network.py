@@ -183,3 +183,23 @@ def load_model(
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
 
+
+
+def fold_batchnorm(model: RetinaNetDA) -> RetinaNetDA:
+    """Inference copy with every encoder BatchNorm folded into the conv before it: one pass
+    over memory fewer per layer, same function up to float rounding. The result's
+    state_dict no longer matches the reference, so use it for inference only."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    enc = model.encoder
+    enc[0], enc[1] = fuse_conv_bn_eval(enc[0], enc[1]), nn.Identity()
+    for layer in enc[4:8]:
+        for block in layer:
+            block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+            if block.downsample is not None:
+                block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+    return model
