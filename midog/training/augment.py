@@ -15,14 +15,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import TrainConfig
+
+
+_T = TrainConfig()
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The reference's augmentation strengths, taken from `midog.config.TrainConfig`."""
+
     p: float = 0.5
-    max_rotate_deg: float = 10.0
-    max_zoom: float = 2.0
-    max_warp: float = 0.2
-    max_lighting: float = 0.5
+    max_rotate_deg: float = _T.max_rotate_deg
+    max_zoom: float = _T.max_zoom
+    max_warp: float = _T.max_warp
+    max_lighting: float = _T.max_lighting
     enabled: bool = True
 
 
