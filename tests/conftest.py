@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 VECTORS = SHARED / "reference-vectors"
 VECTOR_NAMES = ["synthA_1400x1000", "synthB_1100x1700", "synthC_512x512"]
+# Pixel spacing of each vector image in mm, as its README gives it.
+VECTOR_SPACING_MM = {"synthA_1400x1000": 0.00025, "synthB_1100x1700": 25.4 / 111676, "synthC_512x512": 0.00025}
 VECTOR_WEIGHTS_SHA256 = "4638f1ee03df31e94f0f8ea928e783ad03491322291ae2803d7065f0c096eadd"
 
 

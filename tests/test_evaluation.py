@@ -342,18 +342,6 @@ def test_evaluate_command_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # ------------------------------------------------------------------ `midog umap`
 
 
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from midog.network import RetinaNetDA
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "random.pth"
-    torch.save(RetinaNetDA().state_dict(), path)
-    return path
-
-
 def test_umap_command_with_random_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()

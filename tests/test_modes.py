@@ -9,13 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import VECTOR_NAMES
+from conftest import VECTOR_NAMES, VECTOR_SPACING_MM
 from test_parity import explain_differences, expected_scores
 
 from midog.detect import Detector
 from midog.output import multiple_points
 
-SPACING = {"synthA_1400x1000": 0.00025, "synthB_1100x1700": 25.4 / 111676, "synthC_512x512": 0.00025}
+SPACING = VECTOR_SPACING_MM
 
 
 def test_compiled_exact_mode_matches_reference(vectors_dir, vector_weights):

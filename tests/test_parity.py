@@ -13,7 +13,7 @@ import warnings
 import jsonschema
 import numpy as np
 import pytest
-from conftest import SHARED, VECTOR_NAMES, need_shared
+from conftest import SHARED, VECTOR_NAMES, VECTOR_SPACING_MM, need_shared
 
 from midog.cli import main
 
@@ -92,7 +92,7 @@ def test_detect_reproduces_reference_outputs(name, vectors_dir, vector_weights, 
         jsonschema.validate(ours, schema)
         expected = json.loads((vectors_dir / f"{name}.expected_{style}.json").read_text())
         assert ours["type"] == expected["type"] and ours["version"] == expected["version"]
-        spacing = {"synthA_1400x1000": 0.00025, "synthB_1100x1700": 25.4 / 111676, "synthC_512x512": 0.00025}[name]
+        spacing = VECTOR_SPACING_MM[name]
         notes = explain_differences(ours["points"], expected["points"], expected_scores(vectors_dir, name, style), spacing)
         for note in notes:
             warnings.warn(f"{name} {style}: tolerated difference: {note}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, SHARED, VECTOR_NAMES
+from conftest import ROOT, SHARED, VECTOR_NAMES, VECTOR_SPACING_MM
 from test_parity import explain_differences, expected_scores
 
 sys.path.insert(0, str(ROOT))
@@ -33,7 +33,7 @@ def check_schema(result: dict[str, Any]) -> None:
     jsonschema.validate(result, json.loads(SCHEMA.read_text()))
 
 
-SPACING_MM = {"synthA_1400x1000": 0.00025, "synthB_1100x1700": 25.4 / 111676, "synthC_512x512": 0.00025}
+SPACING_MM = VECTOR_SPACING_MM
 
 
 def expected(vectors_dir: Path, name: str, style: str) -> str:
