@@ -3,20 +3,22 @@
 It does what the reference container does, written fresh: the whole image read into
 memory with SimpleITK, every tile of the reference grid (duplicates included) in batches
 of 10, float32, NCHW, one batch after another with no overlap of reading and compute.
-Post-processing is the same code as ours, so only the pipeline around the network differs.
+Per-tile post-processing is the same code as ours; the whole-image distance NMS is the
+reference's formulation (every box's neighbours from sklearn's KDTree, then a greedy pass).
+Without SimpleITK (the GPU machines have none) the image is read whole with tifffile.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+from sklearn.neighbors import KDTree
 
 from midog.anchors import make_anchors
 from midog.config import REFERENCE
 from midog.detections import Detections
 from midog.network import load_model
-from midog.postprocess import distance_nms, tile_boxes
+from midog.postprocess import tile_boxes
 
 
 def reference_origins(width: int, height: int, size: int = 512, stride: int = 460) -> list[tuple[int, int]]:
@@ -25,6 +27,32 @@ def reference_origins(width: int, height: int, size: int = 512, stride: int = 46
         for y in np.arange(0, height, stride):
             origins.append((int(x if x + size <= width else width - size), int(y if y + size <= height else height - size)))
     return origins
+
+
+def read_whole(path: str) -> tuple[np.ndarray, tuple[float, float]]:
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        from midog.slide import tiff_spacing_mm
+        import tifffile
+
+        return tifffile.imread(path)[:, :, :3], tiff_spacing_mm(path)
+    image = sitk.ReadImage(path)
+    return sitk.GetArrayFromImage(image)[:, :, :3], image.GetSpacing()[:2]
+
+
+def distance_nms(boxes: np.ndarray, scores: np.ndarray, radius: float, min_score: float) -> np.ndarray:
+    candidates = np.flatnonzero(scores > min_score)
+    b = boxes[candidates].astype(np.float64)
+    centres = np.stack([b[:, 0] + (b[:, 2] - b[:, 0]) / 2, b[:, 1] + (b[:, 3] - b[:, 1]) / 2], 1)
+    neighbours = KDTree(centres).query_radius(centres, r=radius)
+    suppressed = np.zeros(len(candidates), bool)
+    kept = []
+    for i in np.argsort(scores[candidates])[::-1]:
+        if not suppressed[i]:
+            kept.append(i)
+            suppressed[neighbours[i]] = True
+    return candidates[np.asarray(kept, dtype=np.int64)]
 
 
 class BaselineDetector:
@@ -36,8 +64,7 @@ class BaselineDetector:
         self.std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
 
     def detect(self, path: str) -> Detections:
-        image = sitk.ReadImage(path)
-        pixels = sitk.GetArrayFromImage(image)[:, :, :3]
+        pixels, spacing = read_whole(path)
         height, width = pixels.shape[:2]
         origins = reference_origins(width, height)
         boxes, scores = [], []
@@ -53,4 +80,4 @@ class BaselineDetector:
                 scores.append(s.numpy())
         boxes_a, scores_a = np.concatenate(boxes), np.concatenate(scores)
         keep = distance_nms(boxes_a, scores_a, 25, 0.4)
-        return Detections(boxes_a[keep], scores_a[keep], np.zeros(len(keep), int), image.GetSpacing()[:2])
+        return Detections(boxes_a[keep], scores_a[keep], np.zeros(len(keep), int), spacing)
