@@ -123,8 +123,20 @@ class ArraySlide(Slide):
         return self.pixels[::step, ::step], float(step)
 
 
+class _Band:
+    """One decoded full-width band of a strip TIFF, filled by the first thread that needs it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pixels: np.ndarray | None = None
+
+
 class TiffSlide(Slide):
     """Any TIFF, decoded strip by strip or tile by tile for just the region asked for."""
+
+    # Bands kept decoded: enough for the decoding threads' rows (a band of a 50 000 px wide
+    # strip TIFF is 77 MB, so this bounds memory too).
+    max_bands = 4
 
     def __init__(self, path: Path, mpp: float | None) -> None:
         import tiffslide
@@ -147,7 +159,7 @@ class TiffSlide(Slide):
         # tile column (16 times for a MIDOG region). Full-width bands are decoded once and
         # kept while the tiles of that row are read; a few bands bound the memory.
         self._striped = not _is_tiled(path)
-        self._bands: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._bands: OrderedDict[tuple[int, int], _Band] = OrderedDict()
         self._lock = threading.Lock()
         self.read_region(0, 0, 1, 1)  # fail here, with the file named, on an unsupported pixel layout
 
@@ -161,13 +173,18 @@ class TiffSlide(Slide):
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         if not self._striped:
             return self._read(x, y, w, h)
+        # The cache lock is held only to find a band's entry; decoding happens under the
+        # band's own lock, so threads decode different bands at the same time.
         with self._lock:
             band = self._bands.get((y, h))
             if band is None:
-                band = self._bands[(y, h)] = self._read(0, y, self.width, h)
-                while len(self._bands) > 3:
+                band = self._bands[(y, h)] = _Band()
+                while len(self._bands) > self.max_bands:
                     self._bands.popitem(last=False)
-        return band[:, x : x + w]
+        with band.lock:
+            if band.pixels is None:
+                band.pixels = self._read(0, y, self.width, h)
+        return band.pixels[:, x : x + w]
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         dims = self._slide.level_dimensions
