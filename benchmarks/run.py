@@ -53,9 +53,27 @@ det = detector.detect(image)
 if device.startswith("cuda"):
     torch.cuda.synchronize()
 seconds = time.perf_counter() - start
+model_mps = None
+if device.startswith("cuda"):
+    # The network alone, on a full batch already on the GPU, timed with CUDA events.
+    if mode == "baseline":
+        run_model, size = lambda b: detector.model(b), 10
+    else:
+        run_model, size = detector._forward, detector.batch_size
+    batch = torch.randn(size, 3, 512, 512, device=device)
+    with torch.inference_mode():
+        for _ in range(3):
+            run_model(batch)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(20):
+            run_model(batch)
+        end.record()
+        torch.cuda.synchronize()
+    model_mps = 20 * size * 512 * 512 / 1e6 / (begin.elapsed_time(end) / 1000)
 # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss across fork and exec.
 hwm_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-print(json.dumps({{"seconds": seconds, "startup": startup, "rss_mb": hwm_kb / 1024,
+print(json.dumps({{"seconds": seconds, "startup": startup, "rss_mb": hwm_kb / 1024, "model_mps": model_mps,
     "boxes": det.boxes.tolist(), "scores": det.scores.tolist(), "spacing": det.spacing_mm, "info": det.info}}))
 """
 
@@ -67,7 +85,7 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def prepare() -> None:
+def prepare(slide: bool = True) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     CACHE.mkdir(exist_ok=True)
     if not WEIGHTS.exists():
@@ -80,7 +98,7 @@ def prepare() -> None:
 
         print("making the 7215 x 5412 region (once) ...", flush=True)
         write_tiff(REGION, synth_image(7, 0, 7215, 5412)[0], SCANNERS[0])
-    if not SLIDE.exists():
+    if slide and not SLIDE.exists():
         from midog.synth import make_slide
 
         print("making the 50 000 x 50 000 slide (once) ...", flush=True)
@@ -97,10 +115,10 @@ def measure(mode: str, image: Path, device: str) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def agreement(exact: dict, fast: dict, threshold: float = 0.64, margin: float = 0.02) -> tuple[int, int]:
+def agreement(exact: dict, fast: dict, threshold: float = 0.64, margin: float = 0.02, radius_px: float | None = None) -> tuple[int, int]:
     """(agreeing, compared) detections above the threshold; those within `margin` of it are
     not compared. Two detections agree when their centres are within 7.5 um (the official
-    matching radius: the same cell)."""
+    matching radius: the same cell), or within `radius_px` pixels when given."""
     def points(d: dict, keep_margin: bool) -> np.ndarray:
         b, s = np.asarray(d["boxes"], float).reshape(-1, 4), np.asarray(d["scores"])
         sel = s > threshold if keep_margin else s > threshold + margin
@@ -111,7 +129,8 @@ def agreement(exact: dict, fast: dict, threshold: float = 0.64, margin: float = 
         clear, anyb = points(a, False), points(b, True)
         for p in clear:
             compared += 1
-            agree += bool(len(anyb)) and np.hypot(*(anyb - p).T).min() <= 0.0075
+            limit = 0.0075 if radius_px is None else radius_px * a["spacing"][0]
+            agree += bool(len(anyb)) and np.hypot(*(anyb - p).T).min() <= limit
     return agree, compared
 
 
@@ -120,15 +139,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-slide", action="store_true", help="only the 7215 x 5412 image")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per mode; the fastest counts")
+    parser.add_argument("--skip-vectors", action="store_true", help="fast-mode agreement on the 7215 x 5412 image only")
+    parser.add_argument("--modes", default="baseline,exact,exact+compile,fast,fast+compile",
+                        help="comma-separated subset of the default; the baseline always runs")
     args = parser.parse_args()
-    prepare()
+    prepare(slide=not args.skip_slide)
     import torch
 
     card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else cpu_name()
     print(f"device: {args.device} ({card}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
 
     mp = 7215 * 5412 / 1e6
-    modes = ("baseline", "exact", "exact+compile", "fast", "fast+compile")
+    modes = ["baseline", *(m for m in args.modes.split(",") if m and m != "baseline")]
     # This shared 2-core machine's speed drifts by tens of percent over minutes: measure
     # every mode in each of `--rounds` alternating rounds and keep its fastest run.
     rows: dict[str, dict] = {}
@@ -140,19 +162,23 @@ def main() -> None:
     for mode in modes:
         r = rows[mode]
         ratio = rows["baseline"]["seconds"] / r["seconds"]
-        print(f"7215x5412  {mode:14s} {r['seconds']:6.1f} s  {mp / r['seconds']:5.2f} MP/s  x{ratio:4.2f}  "
-              f"peak RSS {r['rss_mb']:5.0f} MB  start-up {r['startup']:4.1f} s  {len(r['scores'])} candidates", flush=True)
+        model = f"  model alone {r['model_mps']:6.0f} MP/s" if r.get("model_mps") else ""
+        print(f"7215x5412  {mode:14s} {r['seconds']:6.2f} s  {mp / r['seconds']:6.2f} MP/s  x{ratio:5.2f}  "
+              f"peak RSS {r['rss_mb']:5.0f} MB  start-up {r['startup']:4.1f} s  {len(r['scores'])} candidates{model}", flush=True)
     # Exact mode's figure is its faster float32 configuration; both pass the parity tests.
-    exact_mode = min(("exact", "exact+compile"), key=lambda m: rows[m]["seconds"])
-    fast_mode = min(("fast", "fast+compile"), key=lambda m: rows[m]["seconds"])
+    exact_mode = min((m for m in modes if m.startswith("exact")), key=lambda m: rows[m]["seconds"])
+    fast_mode = min((m for m in modes if m.startswith("fast")), key=lambda m: rows[m]["seconds"])
     exact_ratio = rows["baseline"]["seconds"] / rows[exact_mode]["seconds"]
     fast_ratio = rows["baseline"]["seconds"] / rows[fast_mode]["seconds"]
-    same = np.array_equal(np.asarray(rows["baseline"]["boxes"]), np.asarray(rows["exact"]["boxes"]))
-    print(f"eager exact mode gives the baseline's detections bit for bit: {same}")
+    # Exact mode's folded BatchNorm and channels-last kernels round differently in the last
+    # float32 bits, so compare as the parity tests do: away from the threshold, same place.
+    if "exact" in rows:
+        same, compared = agreement(rows["baseline"], rows["exact"], margin=1e-3, radius_px=1.0)
+        print(f"exact mode vs baseline: {same}/{compared} detections > 0.641 at the same place (within 1 px)")
     print(f"exact ({exact_mode}) / baseline: {exact_ratio:.2f}x; fast ({fast_mode}) / baseline: {fast_ratio:.2f}x")
 
     agree, compared = agreement(rows["exact"], rows[fast_mode])
-    if VECTORS.exists():
+    if VECTORS.exists() and not args.skip_vectors:
         for name in ("synthA_1400x1000", "synthB_1100x1700", "synthC_512x512"):
             image = VECTORS / f"{name}.tiff"
             a, c = agreement(measure("exact", image, args.device), measure(fast_mode, image, args.device))

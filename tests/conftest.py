@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,9 @@ VECTORS = SHARED / "reference-vectors"
 VECTOR_NAMES = ["synthA_1400x1000", "synthB_1100x1700", "synthC_512x512"]
 # Pixel spacing of each vector image in mm, as its README gives it.
 VECTOR_SPACING_MM = {"synthA_1400x1000": 0.00025, "synthB_1100x1700": 25.4 / 111676, "synthC_512x512": 0.00025}
+# Where the parity and mode tests run the network: `MIDOG_TEST_DEVICE=cuda pytest ...`
+# checks the GPU path against the same vectors (CI has no GPU and uses the CPU).
+DEVICE = os.environ.get("MIDOG_TEST_DEVICE", "cpu")
 VECTOR_WEIGHTS_SHA256 = "4638f1ee03df31e94f0f8ea928e783ad03491322291ae2803d7065f0c096eadd"
 
 

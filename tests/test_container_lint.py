@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = ["build.sh", "test.sh", "export.sh", "container/make-local-base.sh", "container/buildah-check.sh"]
+SCRIPTS = ["build.sh", "test.sh", "export.sh", "container/make-local-base.sh", "container/buildah-check.sh", "benchmarks/device_check.sh"]
 
 
 def tool(name: str) -> str:

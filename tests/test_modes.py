@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import VECTOR_NAMES, VECTOR_SPACING_MM
+from conftest import DEVICE, VECTOR_NAMES, VECTOR_SPACING_MM
 from test_parity import explain_differences, expected_scores
 
 from midog.detect import Detector
@@ -19,7 +19,7 @@ SPACING = VECTOR_SPACING_MM
 
 
 def test_compiled_exact_mode_matches_reference(vectors_dir, vector_weights):
-    detector = Detector(vector_weights, "cpu", compile=True)
+    detector = Detector(vector_weights, DEVICE, compile=True)
     if not detector.compiled:
         pytest.skip("torch.compile is not available here (see the warning)")
     name = "synthA_1400x1000"
@@ -35,7 +35,7 @@ def test_compiled_exact_mode_matches_reference(vectors_dir, vector_weights):
 
 @pytest.mark.parametrize("name", VECTOR_NAMES)
 def test_fast_mode_agrees_away_from_the_threshold(name, vectors_dir, vector_weights):
-    detector = Detector(vector_weights, "cpu", fast=True)
+    detector = Detector(vector_weights, DEVICE, fast=True)
     ours = detector.detect(vectors_dir / f"{name}.tiff").above(0.64)
     expected = json.loads((vectors_dir / f"{name}.expected_2021.json").read_text())["points"]
     exp_xy = np.array([p["point"][:2] for p in expected]) / SPACING[name]

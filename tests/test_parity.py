@@ -13,7 +13,7 @@ import warnings
 import jsonschema
 import numpy as np
 import pytest
-from conftest import SHARED, VECTOR_NAMES, VECTOR_SPACING_MM, need_shared
+from conftest import DEVICE, SHARED, VECTOR_NAMES, VECTOR_SPACING_MM, need_shared
 
 from midog.cli import main
 
@@ -87,7 +87,7 @@ def test_detect_reproduces_reference_outputs(name, vectors_dir, vector_weights, 
     image = vectors_dir / f"{name}.tiff"
     for style in ("2021", "2022"):
         out = tmp_path / f"{name}.{style}.json"
-        assert main(["detect", str(image), "--weights", str(vector_weights), "-o", str(out), "--style", style, "--no-progress", "--device", "cpu"]) == 0
+        assert main(["detect", str(image), "--weights", str(vector_weights), "-o", str(out), "--style", style, "--no-progress", "--device", DEVICE]) == 0
         ours = json.loads(out.read_text())
         jsonschema.validate(ours, schema)
         expected = json.loads((vectors_dir / f"{name}.expected_{style}.json").read_text())

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Every GPU check of one lent GPU session, in one run (figures go to BENCHMARKS.md):
+#   1. inputs for benchmarks/run.py, made there (too big to carry);
+#   2. benchmarks/run.py on the GPU: baseline, exact, fast; seconds per 7215 x 5412 image
+#      after start-up, model-alone MP/s, fast-mode agreement;
+#   3. the parity and mode tests with the network on the GPU (MIDOG_TEST_DEVICE=cuda);
+#   4. GPU batch sizes, end to end and model alone;
+#   5. the torch.compile modes, which are the slowest to start;
+#   6. a short domain-adversarial training run on the GPU (mixed precision), for epoch time.
+# The GPU machines have PyTorch but not our readers: wheels for those go in .whl/ and a copy
+# of ../shared in .devshared/ (both ignored by git), carried with the call:
+#   bash benchmarks/device_check.sh      (run by the device tool, carry [".whl", ".devshared"])
+set -uo pipefail
+out=${OUT:-/tmp/device-check}
+mkdir -p "$out"
+exec > >(tee "$out/log.txt") 2>&1
+export PYTHONUNBUFFERED=1
+step() { echo "== $1 ($(date +%T), ${SECONDS}s)"; }
+
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD
+[ -e ../shared ] || ln -s "$PWD/.devshared" ../shared
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, torchvision, tiffslide; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name(0))"
+
+step inputs
+timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import run; run.prepare(slide=False)" || exit 1
+
+step benchmark
+timeout 240 python3 benchmarks/run.py --device cuda --rounds 1 --modes exact,fast --skip-slide
+
+step "parity on the GPU"
+MIDOG_TEST_DEVICE=cuda timeout 200 python3 -m pytest -q -p no:cacheprovider -W ignore::UserWarning \
+    tests/test_parity.py tests/test_modes.py -k "not compiled" -rs 2>&1 | tail -8
+
+step "batch sizes"
+timeout 120 python3 - <<'EOF'
+import time, torch
+from benchmarks.run import REGION, WEIGHTS
+from midog.detect import Detector
+print("mode   batch  end-to-end s  model MP/s")
+for fast in (False, True):
+    for bs in (16, 32, 64, 128):
+        d = Detector(WEIGHTS, "cuda", fast=fast, batch_size=bs)
+        d.detect(REGION)
+        torch.cuda.synchronize(); t = time.perf_counter(); d.detect(REGION); e2e = time.perf_counter() - t
+        x = torch.randn(bs, 3, 512, 512, device="cuda")
+        for _ in range(3):
+            d._forward(x)
+        torch.cuda.synchronize(); t = time.perf_counter()
+        for _ in range(10):
+            d._forward(x)
+        torch.cuda.synchronize(); model = 10 * bs * 0.262144 / (time.perf_counter() - t)
+        print(f"{'fast' if fast else 'exact':6s} {bs:5d}  {e2e:12.2f}  {model:10.0f}", flush=True)
+EOF
+
+step "compiled modes"
+timeout 150 python3 benchmarks/run.py --device cuda --rounds 1 --modes exact+compile,fast+compile --skip-slide --skip-vectors
+step "training on the GPU"
+timeout 60 python3 -m midog synth /tmp/train --seed 0 --images-per-scanner 3 --size 1024x1024 >/dev/null &&
+timeout 100 python3 -m midog train /tmp/train/MIDOG.json --out /tmp/train/run --backbone none --epochs 1 \
+    --train-patches 300 --val-patches 30 --val-per-scanner 1 --amp auto --device cuda --no-progress 2>&1 | tail -12
+step finished
