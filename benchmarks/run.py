@@ -177,7 +177,7 @@ def main() -> None:
         print(f"exact mode vs baseline: {same}/{compared} detections > 0.641 at the same place (within 1 px)")
     print(f"exact ({exact_mode}) / baseline: {exact_ratio:.2f}x; fast ({fast_mode}) / baseline: {fast_ratio:.2f}x")
 
-    agree, compared = agreement(rows["exact"], rows[fast_mode])
+    agree, compared = agreement(rows[exact_mode], rows[fast_mode])
     if VECTORS.exists() and not args.skip_vectors:
         for name in ("synthA_1400x1000", "synthB_1100x1700", "synthC_512x512"):
             image = VECTORS / f"{name}.tiff"

@@ -225,7 +225,7 @@ class Detector:
         torch, cfg = self._torch, self.config
         min_score = self.candidate_threshold if min_score is None else min_score
         started = time.perf_counter()
-        with open_slide(image, mpp) as slide:
+        with open_slide(image, mpp, readers=max(1, self.workers)) as slide:
             origins, skipped = self.tiles_to_run(slide, tissue_only)
             # Run row by row (what strip-organised files decode cheaply), then put the results
             # back in the reference's column-first order, which fixes how exact score ties break.
