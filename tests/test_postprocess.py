@@ -1,4 +1,5 @@
-"""Post-processing against the reference's own formulation, on inputs built to hit its edge cases."""
+"""Normalisation and post-processing against the reference's own formulation, on inputs built
+to hit their edge cases."""
 
 from __future__ import annotations
 
@@ -49,3 +50,18 @@ def test_tile_boxes_keeps_nms_survivors_best_first_in_pixels():
     again = nms(boxes.double(), scores.double(), 0.4 + 0.05)
     assert len(again) >= len(scores) * 0.95
     assert tile_boxes(logits, deltas, anchors, 1.0)[0].shape == (0, 4)
+
+
+def test_normalizer_reproduces_the_reference_float64_route_for_every_value():
+    from midog.config import REFERENCE
+    from midog.tiles import Normalizer
+
+    values = np.arange(256, dtype=np.uint8)
+    tiles = torch.from_numpy(np.stack([values, values[::-1], np.roll(values, 7)], -1).reshape(1, 16, 16, 3))
+    ours = Normalizer()(tiles)
+    # The reference: patch / 255 in float64, cast to float32, then (v - mean) / std in float32.
+    scaled = torch.from_numpy((tiles.numpy() / 255.0).astype(np.float32)).permute(0, 3, 1, 2)
+    mean = torch.tensor(REFERENCE.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(REFERENCE.std, dtype=torch.float32).view(1, 3, 1, 1)
+    assert torch.equal(ours, (scaled - mean) / std)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
