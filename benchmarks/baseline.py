@@ -61,7 +61,8 @@ class BaselineDetector:
         # The reference computes in float32 (torch 1.6 on a T4 has no TF32). PyTorch's default
         # TF32 for cuDNN convolutions moved 3% of the detections by over 1 px on an H200.
         torch.backends.cudnn.allow_tf32 = False
-        self.model, _ = load_model(weights, self.device)
+        self.model, meta = load_model(weights, self.device)
+        self.threshold = float(meta.get("threshold", REFERENCE.threshold))
         self.anchors = make_anchors().to(self.device)
         self.mean = torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)

@@ -148,6 +148,7 @@ class Detector:
         self.workers = workers if workers is not None else (min(8, cores) if self.device.type == "cuda" else 2)
         self.post_workers = 2
         self._torch = torch
+        self.compiled = False
         self.compiled = compile and self._compile()
 
     def _compile(self) -> bool:
@@ -159,11 +160,12 @@ class Detector:
         import torch._inductor.config
 
         torch = self._torch
-        eager = self.model
+        eager = self.eager = self.model
         torch._inductor.config.freezing = True
         try:
             self.model = torch.compile(eager, dynamic=False)
-            self._forward(torch.zeros(self.batch_size, 3, self.config.tile_size, self.config.tile_size, device=self.device))
+            size = self.config.tile_size
+            self._forward(torch.zeros(self.batch_size, size, size, 3, dtype=torch.uint8, device=self.device))
         except Exception as exc:  # no C++ compiler in a runtime image, unsupported device, ...
             warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {str(exc)[:200]}); running eagerly")
             self.model = eager
@@ -177,14 +179,20 @@ class Detector:
         # same whichever of the two thresholds the NMS runs on.
         return min(self.config.candidate_threshold, self.threshold)
 
-    def _forward(self, batch: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    def _forward(self, tiles: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """uint8 (B, H, W, 3) tiles on the device -> class logits and box deltas, float32."""
         torch = self._torch
+        # The compiled graph has one fixed batch size; a short last batch runs eagerly rather
+        # than padded (padding 2 tiles to 10 costs 8 tiles' compute).
+        model = self.model if not self.compiled or len(tiles) == self.batch_size else self.eager
+        # Normalised inside inference mode, as at compile time: tensors made outside it carry
+        # another dispatch key, which makes torch.compile recompile (6 s) on the first batch.
         with torch.inference_mode():
-            batch = batch.contiguous(memory_format=torch.channels_last)
+            batch = self.normalize(tiles)
             if self.autocast_dtype is None:
-                return self.model(batch)
+                return model(batch)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                logits, deltas = self.model(batch)
+                logits, deltas = model(batch)
             return logits.float(), deltas.float()
 
     def tiles_to_run(self, slide: "Slide", tissue_only: bool | None) -> tuple[list[tuple[int, int]], int]:
@@ -247,10 +255,7 @@ class Detector:
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
                 jobs: deque[Future[list]] = deque()
                 for batch_origins, tiles in prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin):
-                    if self.compiled and len(tiles) < self.batch_size:  # keep the compiled shape
-                        tiles = torch.cat([tiles, tiles.new_zeros((self.batch_size - len(tiles), *tiles.shape[1:]))])
-                    batch = self.normalize(tiles.to(self.device, non_blocking=pin))
-                    class_logits, box_deltas = self._forward(batch)
+                    class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
                     jobs.append(post.submit(self._tile_results, batch_origins, class_logits, box_deltas, min_score))
                     while len(jobs) > self.post_workers:
                         collect(jobs.popleft())
