@@ -13,7 +13,7 @@
 # call) and the figures use the reference-vector weights (the many-candidates stress case):
 #   bash benchmarks/device_check.sh [STEP...]   (run by the device tool, carry [".whl", ".devshared"])
 # STEPs: benchmark parity batches compiled training (default: all, in that order).
-set -uo pipefail
+set -euo pipefail
 steps=" ${*:-benchmark parity batches compiled training} "
 want() { [[ $steps == *" $1 "* ]]; }
 out=${OUT:-/tmp/device-check}
@@ -21,6 +21,8 @@ mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
 step() { echo "== $1 ($(date +%T), ${SECONDS}s)"; }
+# A failed or timed-out step is reported and the session goes on to the next one.
+failed() { echo "== $1 FAILED (status $?)"; }
 
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -35,16 +37,18 @@ timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import run
 
 if want benchmark; then
     step benchmark
-    timeout 240 python3 benchmarks/run.py --device cuda --rounds 1 --weights vectors --modes exact,fast --skip-slide ${BENCH_ARGS:+"$BENCH_ARGS"}
+    timeout 240 python3 benchmarks/run.py --device cuda --rounds 1 --weights vectors --modes exact,fast --skip-slide ${BENCH_ARGS:+"$BENCH_ARGS"} || failed benchmark
 fi
 
 if want parity; then
     step "parity on the GPU"
     MIDOG_TEST_DEVICE=cuda timeout 200 python3 -m pytest -q -p no:cacheprovider -W ignore::UserWarning \
-        tests/test_parity.py tests/test_modes.py -k "not compiled" -rs 2>&1 | tail -8
+        tests/test_parity.py tests/test_modes.py -k "not compiled" -rs 2>&1 | tail -8 || failed parity
 fi
 
-want batches && step "batch sizes" && timeout 120 python3 - <<'EOF'
+if want batches; then
+    step "batch sizes"
+    timeout 120 python3 - <<'EOF' || failed "batch sizes"
 import time, torch
 from benchmarks.run import REGION, VECTOR_WEIGHTS as WEIGHTS
 from midog.detect import Detector
@@ -63,10 +67,11 @@ for fast in (False, True):
         torch.cuda.synchronize(); model = 10 * bs * 0.262144 / (time.perf_counter() - t)
         print(f"{'fast' if fast else 'exact':6s} {bs:5d}  {e2e:12.2f}  {model:10.0f}", flush=True)
 EOF
+fi
 
 if want compiled; then
     step "compiled modes"
-    timeout 150 python3 benchmarks/run.py --device cuda --rounds 1 --weights vectors --modes exact+compile,fast+compile --skip-slide --skip-vectors
+    timeout 150 python3 benchmarks/run.py --device cuda --rounds 1 --weights vectors --modes exact+compile,fast+compile --skip-slide --skip-vectors || failed "compiled modes"
 fi
 if want training; then
     step "training on the GPU"
@@ -74,9 +79,12 @@ if want training; then
     # unused by the scorer: an empty stand-in satisfies the import for this step only.
     mkdir -p /tmp/stub
     python3 -c "import SimpleITK" 2>/dev/null || printf 'class Image:\n    pass\ndef ReadImage(*a):\n    raise ImportError("stand-in")\nGetArrayFromImage = ReadImage\n' >/tmp/stub/SimpleITK.py
-    timeout 60 python3 -m midog synth /tmp/train --seed 0 --images-per-scanner 3 --size 1024x1024 >/dev/null &&
-    PYTHONPATH=/tmp/stub:$PYTHONPATH timeout 100 python3 -m midog train /tmp/train/MIDOG.json --out /tmp/train/run \
-        --backbone none --epochs 1 --train-patches 300 --val-patches 30 --val-per-scanner 1 --amp auto \
-        --device cuda --no-progress 2>&1 | tail -25
+    if timeout 60 python3 -m midog synth /tmp/train --seed 0 --images-per-scanner 3 --size 1024x1024 >/dev/null; then
+        PYTHONPATH=/tmp/stub:$PYTHONPATH timeout 100 python3 -m midog train /tmp/train/MIDOG.json --out /tmp/train/run \
+            --backbone none --epochs 1 --train-patches 300 --val-patches 30 --val-per-scanner 1 --amp auto \
+            --device cuda --no-progress 2>&1 | tail -25 || failed training
+    else
+        failed "training data"
+    fi
 fi
 step finished
