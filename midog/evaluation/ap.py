@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from ..config import AP_BOX_HALF_SIZE_MM, AP_IOU
 from .io import Candidates
@@ -39,17 +41,6 @@ def points_to_boxes(points: np.ndarray, half_size: float = AP_BOX_HALF_SIZE_MM) 
     return np.hstack([xy - half_size, xy + half_size])
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) IoU of boxes [x1, y1, x2, y2]."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def match_image(
     ground_truth: np.ndarray, points: np.ndarray, scores: np.ndarray, iou_threshold: float = AP_IOU
 ) -> ImageMatches:
@@ -59,7 +50,7 @@ def match_image(
     order = np.argsort(-scores, kind="mergesort")
     is_tp = np.zeros(len(order), bool)
     if len(ground_truth) and len(order):
-        iou = box_iou(points_to_boxes(np.asarray(points)[order]), points_to_boxes(ground_truth))
+        iou = box_iou(torch.from_numpy(points_to_boxes(np.asarray(points)[order])), torch.from_numpy(points_to_boxes(ground_truth))).numpy()
         used = np.zeros(len(ground_truth), bool)
         for d in range(len(order)):
             row = np.where(used | (iou[d] < iou_threshold), -1.0, iou[d])

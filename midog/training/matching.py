@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 from ..box_coding import cthw_to_tlbr, encode, tlbr_to_cthw
 from ..config import REFERENCE, DetectorConfig
@@ -24,21 +25,12 @@ def pixel_boxes_to_cthw(boxes_xyxy: np.ndarray, size: int) -> torch.Tensor:
     return tlbr_to_cthw(tlbr)
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, M) IoU of corner boxes (y1, x1, y2, x2)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 def match(anchors: torch.Tensor, gt_cthw: torch.Tensor, fg_iou: float = 0.5, bg_iou: float = 0.4) -> torch.Tensor:
     """(N,) index of the matched box for each anchor, BACKGROUND or IGNORE."""
     matches = torch.full((anchors.shape[0],), BACKGROUND, dtype=torch.long, device=anchors.device)
     if gt_cthw.numel() == 0:
         return matches
+    # torchvision's IoU reads (x1, y1, x2, y2); on (y1, x1, y2, x2) boxes it gives the same values.
     iou = box_iou(cthw_to_tlbr(anchors), cthw_to_tlbr(gt_cthw))
     best, idx = iou.max(1)
     matches[best >= bg_iou] = IGNORE
