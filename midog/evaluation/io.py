@@ -59,7 +59,8 @@ def image_stem(name: str) -> str:
     return Path(name).stem
 
 
-def _load_json(path: Path, what: str) -> Any:
+def load_json(path: Path, what: str = "file") -> Any:
+    """A JSON file's content, or a MidogError naming the file and what is wrong."""
     if not path.is_file():
         raise MidogError(f"{path}: {what} not found")
     try:
@@ -82,7 +83,7 @@ def _point_xyz(value: Any, path: Path, where: str) -> list[float]:
 def read_prediction_file(path: str | Path) -> Candidates:
     """One Grand Challenge "Multiple points" file (2021 or 2022 style)."""
     path = Path(path)
-    data = _load_json(path, "prediction file")
+    data = load_json(path, "prediction file")
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise MidogError(f'{path}: not a "Multiple points" answer (needs a "points" list)')
     if data.get("type", "Multiple points") != "Multiple points":
@@ -206,7 +207,7 @@ def read_ground_truth(
     given); otherwise each image's own spacing is read from its file in `images_dir`.
     """
     path = Path(path)
-    data = _load_json(path, "ground-truth file")
+    data = load_json(path, "ground-truth file")
     if is_midog_json(data):
         if spacing_mm is not None and not PLAUSIBLE_SPACING_MM[0] <= spacing_mm <= PLAUSIBLE_SPACING_MM[1]:
             raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)")
@@ -226,7 +227,7 @@ def read_ground_truth(
 def read_domains(path: str | Path) -> dict[str, str]:
     """`{"<file>.tiff": "<scanner>"}`, or MIDOG.json itself (scanner from the image id)."""
     path = Path(path)
-    data = _load_json(path, "domains file")
+    data = load_json(path, "domains file")
     if is_midog_json(data):
         return midog_domains(data)
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):

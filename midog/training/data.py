@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER
 from ..errors import MidogError
+from ..evaluation.io import load_json
 
 MITOTIC_CATEGORY = 1
 
@@ -54,20 +55,11 @@ class Dataset:
         return {r.file_name: r for r in self.records}
 
 
-def _load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise MidogError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MidogError(f"{path}: not valid JSON ({exc})") from None
-
-
 def read_scanner_ranges(path: str | Path) -> tuple[dict[str, tuple[int, int]], str | None]:
     """Scanner id ranges from `scanners.json` (as `midog synth` writes it) or a plain
     `{"name": [first_id, last_id], ...}`; returns (ranges, unlabeled scanner or None)."""
     path = Path(path)
-    data = _load_json(path)
+    data = load_json(path)
     unlabeled = None
     if isinstance(data, dict) and "id_ranges" in data:
         unlabeled = data.get("unlabeled")
@@ -104,7 +96,7 @@ def load_midog(
     if box_format not in ("xyxy", "xywh"):
         raise MidogError(f"box format must be 'xyxy' (MIDOG.json) or 'xywh' (COCO), got {box_format!r}")
     raw = annotations.read_bytes() if annotations.is_file() else b""
-    data = _load_json(annotations)
+    data = load_json(annotations)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise MidogError(f"{annotations}: not COCO-like (needs 'images' and 'annotations' lists)")
     if scanners is None:
