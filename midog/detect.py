@@ -149,7 +149,8 @@ class Detector:
         self.post_workers = 2
         self._torch = torch
         self.compiled = False
-        self.compiled = compile and self._compile()
+        if compile:
+            self.compiled = self._compile()
 
     def _compile(self) -> bool:
         """torch.compile with frozen weights (BatchNorm folded, fused kernels): ~1.6x on the
@@ -292,8 +293,12 @@ class Detector:
     ) -> dict[str, Any]:
         from .output import multiple_points
 
-        min_score = self.threshold if style == "2021" else None
-        return multiple_points(self.detect(image, mpp, progress, tissue_only, min_score), self.threshold, style)
+        return multiple_points(self.detect(image, mpp, progress, tissue_only, self.min_score_for(style)), self.threshold, style)
+
+    def min_score_for(self, style: str) -> float:
+        """Candidates an output style needs: the 2021 file lists only points above the
+        operating point, so less need be post-processed; the 2022 file lists candidates."""
+        return self.threshold if style == "2021" else self.candidate_threshold
 
 
 def default_weights() -> Path:
@@ -337,7 +342,7 @@ def run_detect(
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):
         try:
-            detections = detector.detect(image, mpp, progress, tissue_only, detector.threshold if style == "2021" else None)
+            detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style))
         except MidogError as exc:
             failures += 1
             print(f"midog detect: error: {exc}", file=sys.stderr)
