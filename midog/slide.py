@@ -91,15 +91,23 @@ def tiff_spacing_mm(path: Path) -> tuple[float, float] | None:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            tags = tif.pages[0].tags
-            unit = tags.get("ResolutionUnit")
-            xres, yres = tags.get("XResolution"), tags.get("YResolution")
-            if xres is None or unit is None:
-                return None
-            unit_mm = {2: 25.4, 3: 10.0}.get(int(unit.value))
-            xv = xres.value[0] / xres.value[1]
-            yv = (yres.value[0] / yres.value[1]) if yres is not None else xv
-    except (tifffile.TiffFileError, ValueError, ZeroDivisionError, KeyError, IndexError):
+            return page_spacing_mm(tif.pages[0])
+    except tifffile.TiffFileError:
+        return None
+
+
+def page_spacing_mm(page: "object") -> tuple[float, float] | None:
+    """`tiff_spacing_mm` for a page of an open tifffile.TiffFile."""
+    try:
+        tags = page.tags  # type: ignore[attr-defined]
+        unit = tags.get("ResolutionUnit")
+        xres, yres = tags.get("XResolution"), tags.get("YResolution")
+        if xres is None or unit is None:
+            return None
+        unit_mm = {2: 25.4, 3: 10.0}.get(int(unit.value))
+        xv = xres.value[0] / xres.value[1]
+        yv = (yres.value[0] / yres.value[1]) if yres is not None else xv
+    except (ValueError, ZeroDivisionError, KeyError, IndexError):
         return None
     if unit_mm is None or xv <= 0 or yv <= 0:
         return None
@@ -141,10 +149,12 @@ class TiffSlide(Slide):
         self._slide = tiffslide.TiffSlide(path)
         self.path = path
         self.width, self.height = self._slide.dimensions
+        # The file is parsed once, by tiffslide; its tifffile object answers the tag questions.
+        first_page = self._slide.ts_tifffile.pages[0]
         if mpp is not None:
             self.spacing_mm = _check_mpp(path, mpp, "--mpp")
         else:
-            tags = tiff_spacing_mm(path)
+            tags = page_spacing_mm(first_page)
             raw = self._slide.properties.get("tiffslide.mpp-x")
             if tags is None and raw is not None:  # e.g. SVS: resolution in the description
                 tags = (float(raw) / 1000.0, float(self._slide.properties.get("tiffslide.mpp-y") or raw) / 1000.0)
@@ -155,7 +165,7 @@ class TiffSlide(Slide):
         # Strips span the full width: reading tile by tile would decode every strip once per
         # tile column (16 times for a MIDOG region). Full-width bands are decoded once and
         # kept while the tiles of that row are read; a few bands bound the memory.
-        self._striped = not _is_tiled(path)
+        self._striped = not first_page.is_tiled
         # One band per reading thread plus spares: fewer and concurrent readers evict bands
         # still in use and decode them again and again (measured: 3.5x slower end to end on a
         # GPU with 8 readers and 4 bands). A band of a 50 000 px wide strip TIFF is 77 MB.
@@ -307,13 +317,6 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1) -> 
     else:
         raise ImageError(path, "no pixel spacing in the file; pass it with --mpp")
     return ArraySlide(path, pixels, spacing)
-
-
-def _is_tiled(path: Path) -> bool:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        return tif.pages[0].is_tiled
 
 
 def _is_tiff(path: Path) -> bool:
