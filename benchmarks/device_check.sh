@@ -50,7 +50,7 @@ if want batches; then
     step "batch sizes"
     timeout 120 python3 - <<'EOF' || failed "batch sizes"
 import time, torch
-from benchmarks.run import REGION, VECTOR_WEIGHTS as WEIGHTS
+from benchmarks.run import REGION, VECTOR_WEIGHTS as WEIGHTS, model_mps
 from midog.detect import Detector
 print("mode   batch  end-to-end s  model MP/s")
 for fast in (False, True):
@@ -58,13 +58,7 @@ for fast in (False, True):
         d = Detector(WEIGHTS, "cuda", fast=fast, batch_size=bs)
         d.detect(REGION)
         torch.cuda.synchronize(); t = time.perf_counter(); d.detect(REGION); e2e = time.perf_counter() - t
-        x = torch.randint(0, 256, (bs, 512, 512, 3), dtype=torch.uint8, device="cuda")
-        for _ in range(3):
-            d._forward(x)
-        torch.cuda.synchronize(); t = time.perf_counter()
-        for _ in range(10):
-            d._forward(x)
-        torch.cuda.synchronize(); model = 10 * bs * 0.262144 / (time.perf_counter() - t)
+        model = model_mps(d._forward, bs, "cuda", repeats=10)
         print(f"{'fast' if fast else 'exact':6s} {bs:5d}  {e2e:12.2f}  {model:10.0f}", flush=True)
 EOF
 fi

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -61,28 +62,35 @@ if device.startswith("cuda"):
 seconds = time.perf_counter() - start
 model_mps = None
 if device.startswith("cuda"):
-    # The network alone (with normalisation) on a full batch already on the GPU, timed with CUDA events.
+    from run import model_mps as time_network
     if mode == "baseline":
-        run_model, size = lambda b: detector.model(b.permute(0, 3, 1, 2).float()), 10
+        model_mps = time_network(lambda b: detector.model(b.permute(0, 3, 1, 2).float()), 10, device)
     else:
-        run_model, size = detector._forward, detector.batch_size
-    batch = torch.randint(0, 256, (size, 512, 512, 3), dtype=torch.uint8, device=device)
-    with torch.inference_mode():
-        for _ in range(3):
-            run_model(batch)
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        for _ in range(20):
-            run_model(batch)
-        end.record()
-        torch.cuda.synchronize()
-    model_mps = 20 * size * 512 * 512 / 1e6 / (begin.elapsed_time(end) / 1000)
+        model_mps = time_network(detector._forward, detector.batch_size, device)
 # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss across fork and exec.
 hwm_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 print(json.dumps({{"seconds": seconds, "startup": startup, "rss_mb": hwm_kb / 1024, "model_mps": model_mps,
     "threshold": detector.threshold,
     "boxes": det.boxes.tolist(), "scores": det.scores.tolist(), "spacing": det.spacing_mm, "info": det.info}}))
 """
+
+
+def model_mps(forward: "Callable", batch_size: int, device: str, repeats: int = 20) -> float:
+    """Megapixels per second of the network alone (normalisation included) on a full
+    batch of uint8 tiles already on the GPU, timed with CUDA events after a warm-up."""
+    import torch
+
+    batch = torch.randint(0, 256, (batch_size, 512, 512, 3), dtype=torch.uint8, device=device)
+    with torch.inference_mode():
+        for _ in range(3):
+            forward(batch)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(repeats):
+            forward(batch)
+        end.record()
+        torch.cuda.synchronize()
+    return repeats * batch_size * 512 * 512 / 1e6 / (begin.elapsed_time(end) / 1000)
 
 
 def cpu_name() -> str:
