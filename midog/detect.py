@@ -316,6 +316,28 @@ def output_paths(images: list[Path], output: Path | None) -> list[Path]:
     return [folder / f"{stem}.json" for stem in stems]
 
 
+def detect_to_file(
+    detector: Detector,
+    image: Path,
+    target: Path,
+    style: str = "2021",
+    mpp: float | None = None,
+    progress: bool = False,
+    tissue_only: bool | None = None,
+) -> str:
+    """One image through the detector into its JSON file (written atomically); returns the
+    one-line summary. `midog detect` and every batch runner write outputs through this, so
+    the same image gives the same bytes whichever command ran it."""
+    from .output import multiple_points, write_json_atomic
+
+    detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style))
+    write_json_atomic(target, multiple_points(detections, detector.threshold, style))
+    info = detections.info
+    skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
+    n_mitotic = int((detections.scores > detector.threshold).sum())
+    return f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}"
+
+
 def run_detect(
     images: list[Path],
     weights: Path,
@@ -333,8 +355,6 @@ def run_detect(
     """Detect on every image; a bad image is reported and skipped, never losing the others."""
     from tqdm import tqdm
 
-    from .output import multiple_points, write_json_atomic
-
     if not weights.is_file():
         raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
     targets = output_paths(images, output)
@@ -342,16 +362,12 @@ def run_detect(
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):
         try:
-            detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style))
+            summary = detect_to_file(detector, image, target, style, mpp, progress, tissue_only)
         except MidogError as exc:
             failures += 1
             print(f"midog detect: error: {exc}", file=sys.stderr)
             continue
-        write_json_atomic(target, multiple_points(detections, detector.threshold, style))
-        info = detections.info
-        skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
-        n_mitotic = int((detections.scores > detector.threshold).sum())
-        tqdm.write(f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}", file=sys.stderr)
+        tqdm.write(summary, file=sys.stderr)
     if failures:
         print(f"midog detect: {failures} of {len(images)} images failed", file=sys.stderr)
     return 1 if failures else 0
