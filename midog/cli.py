@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "midog.evaluation.cli",
     "midog.demo",
     "midog.training.cli",
+    "midog.exports",
+    "midog.count",
 ]
 
 

@@ -21,6 +21,7 @@ from .errors import MidogError
 if TYPE_CHECKING:
     import torch
 
+    from .extras import Extras
     from .slide import Slide
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -324,18 +325,23 @@ def detect_to_file(
     mpp: float | None = None,
     progress: bool = False,
     tissue_only: bool | None = None,
+    extras: "Extras | None" = None,
 ) -> str:
     """One image through the detector into its JSON file (written atomically); returns the
     one-line summary. `midog detect` and every batch runner write outputs through this, so
-    the same image gives the same bytes whichever command ran it."""
+    the same image gives the same bytes whichever command ran it. `extras`: exports and
+    count written beside the JSON (midog/extras.py)."""
+    from .extras import write_extras
     from .output import multiple_points, write_json_atomic
 
     detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style))
-    write_json_atomic(target, multiple_points(detections, detector.threshold, style))
+    result = multiple_points(detections, detector.threshold, style)
+    write_json_atomic(target, result)
+    extra = write_extras(result, target, image, mpp, extras) if extras else ""
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
     n_mitotic = int((detections.scores > detector.threshold).sum())
-    return f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}"
+    return f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}" + (f"; {extra}" if extra else "")
 
 
 def run_detect(
@@ -351,6 +357,7 @@ def run_detect(
     batch_size: int | None = None,
     tissue_only: bool | None = None,
     compile: bool = False,
+    extras: "Extras | None" = None,
 ) -> int:
     """Detect on every image; a bad image is reported and skipped, never losing the others."""
     from tqdm import tqdm
@@ -362,7 +369,7 @@ def run_detect(
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):
         try:
-            summary = detect_to_file(detector, image, target, style, mpp, progress, tissue_only)
+            summary = detect_to_file(detector, image, target, style, mpp, progress, tissue_only, extras=extras)
         except MidogError as exc:
             failures += 1
             print(f"midog detect: error: {exc}", file=sys.stderr)
@@ -389,8 +396,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
     tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    from .extras import add_extras_cli, extras_from_args
+
+    add_extras_cli(p)
     p.set_defaults(
         run=lambda a: run_detect(
-            a.images, a.weights or default_weights(), a.output, a.threshold, a.mpp, a.device, a.style, a.progress, a.fast, a.batch_size, a.tissue_only, a.compile
+            a.images, a.weights or default_weights(), a.output, a.threshold, a.mpp, a.device, a.style, a.progress, a.fast, a.batch_size, a.tissue_only, a.compile, extras=extras_from_args(a)
         )
     )

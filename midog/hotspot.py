@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 SHAPES = ("circle", "square")
 TOL = 1e-9
@@ -140,6 +143,8 @@ def held_mask(points: np.ndarray, center: np.ndarray, shape: str, area_mm2: floa
 
 def find_hotspot(points: np.ndarray, tissue: TissueMap, shape: str = "circle", area_mm2: float = 2.0) -> Hotspot:
     """The exact maximum of points held by the region over every centre in tissue."""
+    from scipy.spatial import cKDTree
+
     points = np.asarray(points, float).reshape(-1, 2)
     size = region_size(shape, area_mm2)
     seed = tissue.first_cell_centre()

@@ -45,8 +45,11 @@ def _number(value: object) -> bool:
 
 def read_points(path: str | Path) -> Points:
     """A result file's points; a `MidogError` naming the file and the entry when malformed."""
-    path = Path(path)
-    data = load_json(path, "result file")
+    return points_from_json(load_json(Path(path), "result file"), path)
+
+
+def points_from_json(data: object, path: str | Path) -> Points:
+    """`read_points` for content already loaded; `path` names it in errors."""
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise MidogError(f'{path}: not a "Multiple points" result (needs a "points" list)')
     xy, prob, labels = [], [], []

@@ -19,7 +19,8 @@ def tissue_mask(thumbnail: np.ndarray, dilate_px: int = 2) -> np.ndarray:
     saturation = rgb.max(2) - rgb.min(2)
     mask = (saturation > MIN_SATURATION) & (rgb.mean(2) < MAX_BRIGHTNESS)
     mask = ndimage.binary_opening(mask, iterations=1)  # drop isolated dust pixels
-    return ndimage.binary_dilation(mask, iterations=dilate_px)
+    # iterations=0 would make scipy dilate until nothing changes: no dilation must mean none.
+    return ndimage.binary_dilation(mask, iterations=dilate_px) if dilate_px > 0 else mask
 
 
 def tiles_with_tissue(
