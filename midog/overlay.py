@@ -92,8 +92,13 @@ def draw_overlay(
             shape = patches.Rectangle((cx - side / 2, cy - side / 2), side, side)
         shape.set(fill=False, edgecolor=HOTSPOT_COLOUR, linewidth=3, path_effects=halo)
         ax.add_patch(shape)
+        # The count sits just outside the outline (above it, or below when the top is cut off),
+        # where it hides no figure.
+        reach = np.sqrt(spot["area_mm2"] / np.pi) if spot["shape"] == "circle" else np.sqrt(spot["area_mm2"]) / 2
+        above = cy - reach > 0.08 * height
         ax.text(
-            cx, cy, f"{spot['count']}", color=HOTSPOT_COLOUR, fontsize=22, fontweight="bold", ha="center", va="center", path_effects=halo
+            cx, cy - reach if above else min(cy + reach, 0.97 * height), f"{spot['count']}", color=HOTSPOT_COLOUR,
+            fontsize=22, fontweight="bold", ha="center", va="bottom" if above else "top", path_effects=halo,
         )
 
     lines = [f"{summary['mitotic_figures']} mitotic figures in {summary['tissue_area_mm2']:.2f} mm² tissue"]
@@ -104,7 +109,7 @@ def draw_overlay(
             f"hotspot ({spot['area_mm2']:g} mm² {spot['shape']}): {spot['count']} = {spot['per_mm2']:.1f}/mm², mitotic score {summary['score']}"
         )
     ax.text(
-        0.01, 0.99, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=11,
+        0.01, 0.01, "\n".join(lines), transform=ax.transAxes, ha="left", va="bottom", fontsize=11,
         bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.5"},
     )
     _scale_bar(ax, width, height)
