@@ -134,3 +134,41 @@ def test_missing_image_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"points": [{"point": "here"}]}')
     assert main(["count", str(bad), "--image", str(tmp_path / "nope.tiff")]) == 1
+
+
+def test_whole_slide_image(tmp_path):
+    """A pyramidal slide: the mask comes from a pyramid level; figures on glass do not count."""
+    from midog.count import CountOptions, count_image
+    from midog.overlay import output_size
+    from midog.points import Points
+    from midog.slide import open_slide
+    from midog.synth import make_slide
+
+    path = tmp_path / "slide.tiff"
+    regions = make_slide(path, 8192, 6144, seed=1, n_regions=2, region_size=1024, levels=3)
+    rng = np.random.default_rng(0)
+    (ax, ay, size), _ = regions
+    dense = []  # 12 figures close together, each amid clearly stained pixels (the synthetic tissue has pale gaps)
+    with open_slide(path) as slide:
+        assert slide.is_whole_slide
+        spacing = slide.spacing_mm
+        for x, y in rng.uniform([ax + 350, ay + 350], [ax + 650, ay + 650], (400, 2)):
+            patch = slide.read_region(int(x) - 16, int(y) - 16, 32, 32).astype(int)
+            if len(dense) < 12 and (patch.max(2) - patch.min(2)).min() > 30 and patch.mean(2).max() < 220:
+                dense.append((x, y))
+    assert len(dense) == 12
+    glass = np.array([[100.0, 100.0], [8000.0, 200.0], [200.0, 6000.0]])
+    xy = np.concatenate([dense, glass]) * spacing
+    points = Points(xy, np.full(len(xy), 0.9), ["mitotic figure"] * len(xy))
+    picture = tmp_path / "slide.png"
+    result = count_image(points, path, None, CountOptions(0.05), picture)
+    s = result.summary
+    assert s["mitotic_figures"] == 12
+    nominal = 2 * size * size * spacing[0] * spacing[1]
+    assert 0.6 * nominal < s["tissue_area_mm2"] <= nominal * 1.01  # synthetic tissue has pale gaps
+    assert s["hotspot"]["count"] == 12
+    cx, cy = s["hotspot"]["center_px"]
+    assert ax + 250 < cx < ax + 750 and ay + 250 < cy < ay + 750
+    from PIL import Image
+
+    assert Image.open(picture).size == output_size((8192, 6144), spacing)
