@@ -124,7 +124,7 @@ def count_image(points: Points, image: Path, mpp: float | None, options: CountOp
         print(f"midog count: warning: {image}: no tissue found, so no hotspot and no score", file=sys.stderr)
     elif result.summary["hotspot"]["area_in_tissue_mm2"] < 0.9 * options.area_mm2:
         print(
-            f"midog count: warning: {image}: only {result.summary['hotspot']['area_in_tissue_mm2']:.2f} mm² of the "
+            f"midog count: warning: {image}: only {result.summary['hotspot']['area_in_tissue_mm2'] / options.area_mm2:.0%} of the "
             f"{options.area_mm2:g} mm² hotspot is tissue; the score assumes the whole area",
             file=sys.stderr,
         )

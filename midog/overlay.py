@@ -22,7 +22,6 @@ SIDE_PX = 1600
 HOTSPOT_COLOUR = (1.0, 0.84, 0.0)  # gold: stands out on H&E pink and purple
 FIGURE_COLOUR = (0.0, 0.9, 1.0)  # cyan rings: visible on tissue, unlike red on eosin
 TISSUE_COLOUR = (0.1, 0.75, 0.1)
-HEATMAP_CELL_MM = 0.5
 
 
 def output_size(size_px: tuple[int, int], spacing_mm: tuple[float, float]) -> tuple[int, int]:
@@ -78,7 +77,8 @@ def draw_overlay(
 
     figures = result.figures_mm
     if len(figures):
-        ring = max(6.0, 0.03 * scale) ** 2  # ~15 um radius, never smaller than readable
+        # Rings ~30 um across (in points, 0.72 per px at 100 dpi), kept between readable and uncluttered.
+        ring = float(np.clip(0.03 * scale * 0.72, 6.0, 14.0)) ** 2
         ax.scatter(figures[:, 0], figures[:, 1], s=ring, facecolors="none", edgecolors=[FIGURE_COLOUR], linewidths=1.2)
 
     summary = result.summary
@@ -132,13 +132,13 @@ def _scale_bar(ax: "object", width: float, height: float) -> None:
 
 
 def _heatmap(ax: "object", fig: "object", result: "CountResult", w_mm: float, h_mm: float) -> None:
-    """Mitoses per mm² in square cells of HEATMAP_CELL_MM; empty cells stay transparent."""
-    nx, ny = max(1, int(np.ceil(w_mm / HEATMAP_CELL_MM))), max(1, int(np.ceil(h_mm / HEATMAP_CELL_MM)))
-    counts, _, _ = np.histogram2d(
-        result.figures_mm[:, 1], result.figures_mm[:, 0], bins=(ny, nx), range=((0, ny * HEATMAP_CELL_MM), (0, nx * HEATMAP_CELL_MM))
-    )
-    density = np.ma.masked_equal(counts / HEATMAP_CELL_MM**2, 0)
-    extent = (0, nx * HEATMAP_CELL_MM, ny * HEATMAP_CELL_MM, 0)
+    """Mitoses per mm² in square cells of half the hotspot's side (its scale, whatever the
+    image's size); empty cells stay transparent."""
+    cell = np.sqrt(result.hotspot.area_mm2) / 2
+    nx, ny = max(1, int(np.ceil(w_mm / cell))), max(1, int(np.ceil(h_mm / cell)))
+    counts, _, _ = np.histogram2d(result.figures_mm[:, 1], result.figures_mm[:, 0], bins=(ny, nx), range=((0, ny * cell), (0, nx * cell)))
+    density = np.ma.masked_equal(counts / cell**2, 0)
+    extent = (0, nx * cell, ny * cell, 0)
     # Pale yellow to dark blue: no hue that the figures (cyan) or hotspot (gold) use at full strength.
     image = ax.imshow(density, extent=extent, cmap="YlGnBu", alpha=0.5, interpolation="nearest", vmin=0, aspect="auto")  # type: ignore[attr-defined]
     ax.set_xlim(0, w_mm)  # type: ignore[attr-defined]
