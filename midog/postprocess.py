@@ -19,7 +19,7 @@ def tile_boxes(
     threshold: float,
     config: DetectorConfig = REFERENCE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One tile's outputs -> (boxes (K, 4) int64 x1, y1, x2, y2 in tile pixels, scores, classes),
+    """One tile's outputs -> (boxes (K, 4) int64 XYXY in tile pixels, scores, classes),
     in descending score order.
 
     Scores are the max sigmoid over the class columns; kept when > threshold.
