@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from . import ap as ap_mod
 from .tables import ALL, UNRANKED_NOTE, Evaluation, format_ci, format_value
 
@@ -43,7 +44,8 @@ def plot_pr_curves(ev: Evaluation, path: Path) -> None:
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="Recall", ylabel="Precision", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    fig.savefig(path)
+    with atomic_path(path, keep_extension=True) as tmp:
+        fig.savefig(tmp)
 
 
 def plot_f1_threshold(ev: Evaluation, path: Path) -> None:
@@ -68,7 +70,8 @@ def plot_f1_threshold(ev: Evaluation, path: Path) -> None:
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="Probability threshold (detection: p >= t)", ylabel="F1", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    fig.savefig(path)
+    with atomic_path(path, keep_extension=True) as tmp:
+        fig.savefig(tmp)
 
 
 def plot_bootstrap(ev: Evaluation, path: Path) -> None:
@@ -92,4 +95,5 @@ def plot_bootstrap(ev: Evaluation, path: Path) -> None:
         ax.set_xlabel("F1")
         ax.set_ylabel("resamples")
     fig.suptitle(f"Bootstrap of F1 ({ev.n_bootstrap} resamples of images; red: estimate, dashed: 95% CI)", fontsize=10)
-    fig.savefig(path)
+    with atomic_path(path, keep_extension=True) as tmp:
+        fig.savefig(tmp)

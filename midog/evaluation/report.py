@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from .plots import plot_bootstrap, plot_f1_threshold, plot_pr_curves
 from .tables import UNRANKED_NOTE, Evaluation, metrics_dict, table_markdown, write_table_csv
 from .tables import evaluate as evaluate  # the entry point callers know this module by
@@ -52,11 +53,11 @@ def write_outputs(ev: Evaluation, output: str | Path, sources: Mapping[str, str]
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("metrics.json", "table.md", "table.csv", *PLOTS, "report.md")}
-    paths["metrics.json"].write_text(json.dumps(metrics_dict(ev), indent=2) + "\n")
-    paths["table.md"].write_text(table_markdown(ev))
+    write_text_atomic(paths["metrics.json"], json.dumps(metrics_dict(ev), indent=2) + "\n")
+    write_text_atomic(paths["table.md"], table_markdown(ev))
     write_table_csv(ev, paths["table.csv"])
     plot_pr_curves(ev, paths["pr_curve.png"])
     plot_f1_threshold(ev, paths["f1_threshold.png"])
     plot_bootstrap(ev, paths["bootstrap_f1.png"])
-    paths["report.md"].write_text(report_markdown(ev, sources or {}))
+    write_text_atomic(paths["report.md"], report_markdown(ev, sources or {}))
     return list(paths.values())

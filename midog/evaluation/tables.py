@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..config import MIDOG_SCANNERS
 from . import ap as ap_mod
 from .io import Candidates
@@ -232,7 +233,7 @@ def write_table_csv(ev: Evaluation, path: Path) -> None:
     header = ["scanner", "images", "mitotic_figures", "true_positives", "false_positives", "false_negatives"]
     header += ["precision", "recall", "f1_score", "AP", "AUCPR"]
     header += [f"{m}_ci95_{end}" for m in METRICS for end in ("low", "high")]
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for g in ev.groups:

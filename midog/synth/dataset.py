@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from .content import BORDER_MARGIN, CATEGORIES, CATEGORY_MITOSIS, SynthObject, render_content
 from .scanners import SCANNERS, UNLABELED_SCANNER, ScannerProfile, _scanner_key, apply_scanner, write_tiff
 
@@ -49,7 +50,7 @@ def _coco(images: list[dict], annotations: list[dict]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def make_dataset(

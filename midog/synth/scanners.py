@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 
 @dataclass(frozen=True)
 class ScannerProfile:
@@ -150,14 +152,15 @@ def write_tiff(path: str | Path, rgb: np.ndarray, scanner: ScannerProfile) -> No
     """Lossless RGB TIFF with the scanner's resolution tags, as the MIDOG files have."""
     import tifffile
 
-    tifffile.imwrite(
-        path,
-        rgb,
-        photometric="rgb",
-        compression="zlib",
-        compressionargs={"level": 1},  # levels 6-9 cost 2-3x the time for 1-2 % smaller files
-        predictor=2,  # horizontal differencing: smooth tissue compresses ~2x better
-        resolution=(scanner.resolution, scanner.resolution),
-        resolutionunit=scanner.resolution_unit,
-        metadata=None,  # no JSON description: the file is the image and its tags only
-    )
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            rgb,
+            photometric="rgb",
+            compression="zlib",
+            compressionargs={"level": 1},  # levels 6-9 cost 2-3x the time for 1-2 % smaller files
+            predictor=2,  # horizontal differencing: smooth tissue compresses ~2x better
+            resolution=(scanner.resolution, scanner.resolution),
+            resolutionunit=scanner.resolution_unit,
+            metadata=None,  # no JSON description: the file is the image and its tags only
+        )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .dataset import synth_image
 from .scanners import SCANNERS
 
@@ -56,7 +57,7 @@ def make_slide(
                 yield out
 
     mpp_res = profile.resolution
-    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
         for level in range(levels):
             factor = 4**level
             lw, lh = -(-width // factor), -(-height // factor)
