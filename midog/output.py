@@ -1,4 +1,4 @@
-"""Detections -> Grand Challenge "Multiple points" JSON in millimetres (SPEC section 5)."""
+"""Detections -> Grand Challenge "Multiple points" JSON in millimetres (docs/reference-algorithm.md#output-format)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Network outputs -> boxes in image pixels: threshold, per-tile IoU NMS, pixel boxes,
-whole-image distance NMS (SPEC section 4), with the reference's arithmetic."""
+whole-image distance NMS (docs/reference-algorithm.md#thresholds-and-nms), with the reference's arithmetic."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The network is the reference's, key for key; anchors and box coding follow SPEC section 3."""
+"""The network is the reference's, key for key; anchors and box coding follow docs/reference-algorithm.md#anchors-and-box-coding."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training loop (SPEC section 6): one-cycle AdamW, the GRL alpha schedule,
+"""The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW, the GRL alpha schedule,
 validation and model selection each epoch, checkpoints, resume, CSV log and plot.
 
 Run folder:
@@ -44,7 +44,7 @@ _T = TrainConfig()
 
 @dataclass
 class RunConfig:
-    """Everything a run depends on; defaults are the reference's values (SPEC section 6)."""
+    """Everything a run depends on; defaults are the reference's values (docs/reference-algorithm.md#training-recipe)."""
 
     annotations: str
     out_dir: str

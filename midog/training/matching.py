@@ -1,4 +1,4 @@
-"""Anchor matching and regression targets (SPEC sections 3 and 6).
+"""Anchor matching and regression targets (docs/reference-algorithm.md#anchors-and-box-coding, #training-recipe).
 
 An anchor is foreground when its best IoU with a ground-truth box is >= 0.5, background
 below 0.4, ignored in between; as in the reference, a box that no anchor reaches 0.5
