@@ -130,6 +130,11 @@ def _mitosis_patch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         arms = _rods(xx, yy, ax, ay, arm_len, rng.uniform(1.0, 1.4, n).astype(np.float32), arm_angle)
         return body + arms
 
+    def polar_rods(r: np.ndarray, a: np.ndarray, length: np.ndarray, width: np.ndarray, angle: np.ndarray) -> np.ndarray:
+        # Chromosomes centred at polar coordinates (r, a) around the cell's centre.
+        f32 = np.float32
+        return _rods(xx, yy, (r * np.cos(a)).astype(f32), (r * np.sin(a)).astype(f32), length.astype(f32), width.astype(f32), angle)
+
     if kind == 0:  # metaphase plate, side view
         dens = plate(rng.uniform(8.0, 13.0), rng.uniform(2.2, 3.8), 0.0, rng.uniform(-0.02, 0.02))
     elif kind == 1:  # prometaphase clump
@@ -137,30 +142,14 @@ def _mitosis_patch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         rc = rng.uniform(5.0, 9.0)
         r = rc * np.sqrt(rng.uniform(0.0, 1.0, n))
         a = rng.uniform(0.0, 2 * math.pi, n)
-        dens = _rods(
-            xx,
-            yy,
-            (r * np.cos(a)).astype(np.float32),
-            (r * np.sin(a)).astype(np.float32),
-            rng.uniform(1.8, 3.8, n).astype(np.float32),
-            rng.uniform(1.1, 1.7, n).astype(np.float32),
-            rng.uniform(0.0, math.pi, n),
-        )
+        dens = polar_rods(r, a, rng.uniform(1.8, 3.8, n), rng.uniform(1.1, 1.7, n), rng.uniform(0.0, math.pi, n))
         dens = dens + 0.6 * _sigmoid(0.55 * rc - np.sqrt(xx * xx + yy * yy), 1.0)
     elif kind == 2:  # metaphase seen end-on: a ring of chromosomes around a pale centre
         n = int(rng.integers(10, 17))
         rr = rng.uniform(5.0, 8.0)
         a = np.sort(rng.uniform(0.0, 2 * math.pi, n))
         r = rr + rng.normal(0.0, 0.8, n)
-        dens = _rods(
-            xx,
-            yy,
-            (r * np.cos(a)).astype(np.float32),
-            (r * np.sin(a)).astype(np.float32),
-            rng.uniform(2.0, 3.5, n).astype(np.float32),
-            rng.uniform(1.1, 1.5, n).astype(np.float32),
-            a + rng.normal(0.0, 0.4, n),
-        )
+        dens = polar_rods(r, a, rng.uniform(2.0, 3.5, n), rng.uniform(1.1, 1.5, n), a + rng.normal(0.0, 0.4, n))
     else:  # anaphase: two plates moving apart, bowed away from each other
         sep = rng.uniform(5.0, 8.5)
         bow = rng.uniform(0.0, 0.03)
