@@ -1,6 +1,6 @@
-"""Anchor boxes of the reference (SPEC section 3), in normalised [-1, 1] tile coordinates.
+"""Anchor boxes of the reference (docs/reference-algorithm.md#anchors-and-box-coding), in normalised [-1, 1] tile coordinates.
 
-Each anchor is (cy, cx, h, w), y first. Order: level (P3, P4, P5), row, column, scale;
+Each anchor is a CTHW box (formats: midog.box_coding). Order: level (P3, P4, P5), row, column, scale;
 this matches the flattening of the network's head outputs.
 """
 

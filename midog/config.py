@@ -1,6 +1,6 @@
 """Every constant of the reference algorithm, in one place, with the reference's values.
 
-The numbers come from the MIDOG 2021 reference container (SPEC sections 2-6). Change
+The numbers come from the MIDOG 2021 reference container (described in docs/reference-algorithm.md). Change
 them only on purpose: the reference-vector parity tests pin the defaults.
 """
 
@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, asdict
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    # Tiling (SPEC 4). The stride is int(0.9 * 512) in the reference.
+    # Tiling (docs/reference-algorithm.md#tiling). The stride is int(0.9 * 512) in the reference.
     tile_size: int = 512
     stride: int = 460
     batch_size: int = 10
     # Normalisation of pixel / 255, per RGB channel.
     mean: tuple[float, float, float] = (0.7481, 0.5692, 0.7225)
     std: tuple[float, float, float] = (0.1759, 0.2284, 0.1792)
-    # Network (SPEC 2-3).
+    # Network (docs/reference-algorithm.md#network, #anchors-and-box-coding).
     n_classes: int = 2
     fpn_channels: int = 128
     n_head_convs: int = 3
@@ -26,7 +26,7 @@ class DetectorConfig:
     anchor_ratios: tuple[float, ...] = (1.0,)
     box_delta_scale: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
     n_domains: int = 4
-    # Post-processing (SPEC 4-5).
+    # Post-processing (docs/reference-algorithm.md#thresholds-and-nms).
     threshold: float = 0.64  # operating point: "mitotic figure" above this score
     candidate_threshold: float = 0.4  # 2022 candidates and distance-NMS floor
     tile_nms_iou: float = 0.4  # per-tile greedy NMS suppresses IoU > this
@@ -42,12 +42,12 @@ class DetectorConfig:
 
 REFERENCE = DetectorConfig()
 
-# Official evaluation (SPEC 7).
+# Official evaluation (docs/reference-algorithm.md#official-metric).
 MATCH_RADIUS_MM = 0.0075
 AP_BOX_HALF_SIZE_MM = 0.01125
 AP_IOU = 0.5
 
-# MIDOG 2021 training set: scanner of each image id range (SPEC 1).
+# MIDOG 2021 training set: scanner of each image id range (docs/reference-algorithm.md#data).
 MIDOG_SCANNERS: dict[str, tuple[int, int]] = {
     "Hamamatsu XR": (1, 50),
     "Hamamatsu S360": (51, 100),
@@ -59,7 +59,7 @@ MIDOG_UNLABELED_SCANNER = "Leica GT450"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training recipe of the reference (SPEC 6)."""
+    """Training recipe of the reference (docs/reference-algorithm.md#training-recipe)."""
 
     patch_size: int = 512
     patches_per_scanner_in_batch: int = 3

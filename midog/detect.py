@@ -276,7 +276,7 @@ class Detector:
         boxes_a, scores_a, classes_a = boxes_a[inside], scores_a[inside], classes_a[inside]
         keep = distance_nms(boxes_a, scores_a, cfg.distance_nms_px, min_score)
         info = {"tiles": len(origins), "tiles_skipped": skipped, "seconds": time.perf_counter() - started}
-        return Detections(boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info)
+        return Detections(boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info, self.threshold)
 
     def _tile_results(
         self, origins: list[tuple[int, int]], class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float

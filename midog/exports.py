@@ -9,8 +9,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -92,26 +90,10 @@ def render(points: Points, spacing_mm: tuple[float, float], fmt: str) -> str:
     raise ValueError(f"format must be one of {tuple(FORMATS)}, not {fmt!r}")
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write a file so that readers never see it half-written: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def export(points: Points, spacing_mm: tuple[float, float], fmt: str, target: str | Path) -> Path:
-    return write_atomic(target, render(points, spacing_mm, fmt))
+    from .atomic import write_text_atomic
+
+    return write_text_atomic(target, render(points, spacing_mm, fmt))
 
 
 def image_spacing(image: Path | None, mpp: float | None) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
 Every file is pinned to a commit of the reference repository and verified by its git
 blob hash (`git hash-object`), so a file on disk is either exactly the published one or
-is not trusted. Downloads go to `<dest>.partial` and are renamed into place only after
+is not trusted. Downloads go to a hidden temporary file beside `<dest>` and are renamed into place only after
 verification: an interrupted or corrupted download never leaves a file that looks complete.
 
 Entries with a `local` path (the expected outputs, available under ../shared/reference
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import __version__
+from .atomic import atomic_path
 from .errors import MidogError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -109,19 +110,13 @@ def fetch(
     if not force and is_verified(artefact, root):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    try:
+    with atomic_path(dest) as partial:
         local = _verified_local_source(artefact, root)
         if local is not None:
             _copy(local, partial)
         else:
             _download(artefact, partial, progress=progress, timeout=timeout)
         _verify(artefact, partial)
-        os.replace(partial, dest)
-    except BaseException:
-        # Including KeyboardInterrupt: a half-written .partial must never survive.
-        partial.unlink(missing_ok=True)
-        raise
     return dest
 
 

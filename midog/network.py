@@ -1,4 +1,4 @@
-"""The domain-adversarial RetinaNet of the MIDOG 2021 reference (SPEC section 2).
+"""The domain-adversarial RetinaNet of the MIDOG 2021 reference (docs/reference-algorithm.md#network).
 
 Module names and registration order mirror the reference exactly, so `state_dict()`
 matches `RetinaNetDA.pth` key for key and a strict load works.

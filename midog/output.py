@@ -1,13 +1,10 @@
-"""Detections -> Grand Challenge "Multiple points" JSON in millimetres (SPEC section 5)."""
+"""Detections -> Grand Challenge "Multiple points" JSON in millimetres (docs/reference-algorithm.md#output-format)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
+from .atomic import write_json_atomic as write_json_atomic  # callers import it from here
 from .detections import Detections
 
 STYLES = ("2021", "2022")
@@ -30,21 +27,3 @@ def multiple_points(detections: Detections, threshold: float, style: str = "2021
                 {"point": [x_mm, y_mm, 0], "probability": score, "name": "mitotic figure" if mitotic else "non-mitotic figure"}
             )
     return {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON so that readers never see a half-written file: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -46,7 +46,7 @@ def draw_overlay(
     import matplotlib.pyplot as plt
     from matplotlib import patches, patheffects
 
-    from .exports import write_atomic
+    from .atomic import write_bytes_atomic
 
     sx, sy = spacing_mm
     width, height = size_px[0] * sx, size_px[1] * sy  # mm
@@ -117,7 +117,7 @@ def draw_overlay(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
-    return write_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def _scale_bar(ax: "object", width: float, height: float) -> None:

@@ -1,5 +1,5 @@
 """Network outputs -> boxes in image pixels: threshold, per-tile IoU NMS, pixel boxes,
-whole-image distance NMS (SPEC section 4), with the reference's arithmetic."""
+whole-image distance NMS (docs/reference-algorithm.md#thresholds-and-nms), with the reference's arithmetic."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def tile_boxes(
     threshold: float,
     config: DetectorConfig = REFERENCE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One tile's outputs -> (boxes (K, 4) int64 x1, y1, x2, y2 in tile pixels, scores, classes),
+    """One tile's outputs -> (boxes (K, 4) int64 XYXY in tile pixels, scores, classes),
     in descending score order.
 
     Scores are the max sigmoid over the class columns; kept when > threshold.

@@ -1,4 +1,4 @@
-"""The tile grid of the reference (SPEC section 4) and the normalised tile batches."""
+"""The tile grid of the reference (docs/reference-algorithm.md#tiling) and the normalised tile batches."""
 
 from __future__ import annotations
 

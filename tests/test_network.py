@@ -1,4 +1,4 @@
-"""The network is the reference's, key for key; anchors and box coding follow SPEC section 3."""
+"""The network is the reference's, key for key; anchors and box coding follow docs/reference-algorithm.md#anchors-and-box-coding."""
 
 from __future__ import annotations
 
@@ -95,3 +95,37 @@ def test_load_rejects_non_weights_file(tmp_path):
     path.write_text("not torch")
     with pytest.raises(MidogError, match="not a PyTorch weights file"):
         load_model(path)
+
+
+def test_fold_batchnorm_keeps_the_function():
+    from midog.network import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = RetinaNetDA().eval()
+    # Trained-looking BatchNorm statistics: with the defaults (mean 0, var 1, identity
+    # affine) folding would be a no-op and a wrong fold would go unnoticed.
+    for m in model.encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    for head in (model.classifier, model.box_regressor):  # zero at init: constant outputs
+        torch.nn.init.normal_(head[3].weight, std=0.01)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.encoder.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())  # a copy
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        ref_cls, ref_box = model(x)
+        cls, box = folded(x)
+    scale = ref_cls.abs().max().item()
+    assert (cls - ref_cls).abs().max().item() <= 1e-5 * max(1.0, scale)
+    assert (box - ref_box).abs().max().item() <= 1e-5 * max(1.0, ref_box.abs().max().item())
+    # The statistics matter here: an unfolded model without them gives other outputs.
+    with torch.no_grad():
+        for m in model.encoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+        cls_plain, box_plain = model(x)
+    assert (cls_plain - ref_cls).abs().max().item() > 1e-3 and (box_plain - ref_box).abs().max().item() > 1e-3

@@ -1,7 +1,8 @@
 """Parity with the reference pipeline: `midog detect` reproduces the reference container's
 outputs on the reference-vector images. Differences are accepted only for the cases the
 vectors' README lists (threshold edges, near-ties in the NMS order, 1 px truncation), and
-each one met is named in the test output."""
+each one met is named in the test output. The bounds are the figures README.md states:
+probabilities within PROBABILITY_TOLERANCE, at most MAX_TOLERATED differences over all vectors."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ from conftest import DEVICE, SHARED, VECTOR_NAMES, VECTOR_SPACING_MM, need_share
 from midog.cli import main
 
 THRESHOLDS = (0.64, 0.4)
+# Largest measured on the CPU: 6.2e-6 (float32 rounding of a channels-last network with
+# BatchNorm folded, against the reference's layout). README.md states both figures.
+PROBABILITY_TOLERANCE = 1e-5
+# Measured: 6 swaps of near-tied neighbours in the 2022 lists (4 in A, 1 in B, 1 in C), no
+# other difference; the 2021 outputs are identical.
+MAX_TOLERATED = 6
 
 
 def expected_scores(vectors_dir, name: str, style: str) -> list[float]:
@@ -49,7 +56,7 @@ def explain_differences(ours: list[dict], expected: list[dict], exp_scores: list
             used.add(j)
             pairs.append((i, j))
             if our_scores[j] is not None:
-                assert abs(our_scores[j] - p["probability"]) < 1e-4, f"probability differs at point {i}"
+                assert abs(our_scores[j] - p["probability"]) < PROBABILITY_TOLERANCE, f"probability differs at point {i}"
             if d[j] > 0:
                 assert d[j] <= 0.5 * math.sqrt(2) + 1e-9, f"point {i} moved by {d[j]:.2f} px"
                 notes.append(f"point {i}: 1 px truncation difference ({d[j]:.2f} px)")
@@ -76,18 +83,25 @@ def explain_differences(ours: list[dict], expected: list[dict], exp_scores: list
     for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]):
         if j2 < j1:
             gap = abs(exp_scores[i1] - exp_scores[i2])
-            assert gap < 1e-5, f"expected points {i1} and {i2} come out in the other order (scores {gap:.2e} apart)"
+            assert gap < PROBABILITY_TOLERANCE, f"expected points {i1} and {i2} come out in the other order (scores {gap:.2e} apart)"
             notes.append(f"points {i1} and {i2}: near-tie in score order ({gap:.1e} apart), swapped")
     return notes
 
 
-@pytest.mark.parametrize("name", VECTOR_NAMES)
-def test_detect_reproduces_reference_outputs(name, vectors_dir, vector_weights, tmp_path):
+@pytest.fixture(scope="module")
+def differences(vectors_dir, vector_weights, tmp_path_factory):
+    """Runs `midog detect` on a vector in a style once per module; returns the tolerated
+    differences from the reference's output (failing on any other)."""
     schema = json.loads(need_shared(SHARED / "schemas" / "multiple-points.schema.json").read_text())
-    image = vectors_dir / f"{name}.tiff"
-    for style in ("2021", "2022"):
-        out = tmp_path / f"{name}.{style}.json"
-        assert main(["detect", str(image), "--weights", str(vector_weights), "-o", str(out), "--style", style, "--no-progress", "--device", DEVICE]) == 0
+    out_dir = tmp_path_factory.mktemp("parity")
+    cache: dict[tuple[str, str], list[str]] = {}
+
+    def run(name: str, style: str) -> list[str]:
+        if (name, style) in cache:
+            return cache[name, style]
+        out = out_dir / f"{name}.{style}.json"
+        args = ["detect", str(vectors_dir / f"{name}.tiff"), "--weights", str(vector_weights), "-o", str(out)]
+        assert main([*args, "--style", style, "--no-progress", "--device", DEVICE]) == 0
         ours = json.loads(out.read_text())
         jsonschema.validate(ours, schema)
         expected = json.loads((vectors_dir / f"{name}.expected_{style}.json").read_text())
@@ -96,5 +110,19 @@ def test_detect_reproduces_reference_outputs(name, vectors_dir, vector_weights, 
         notes = explain_differences(ours["points"], expected["points"], expected_scores(vectors_dir, name, style), spacing)
         for note in notes:
             warnings.warn(f"{name} {style}: tolerated difference: {note}")
-        # Only the README's handful of edge cases may differ, never a wholesale change.
-        assert len(notes) <= 10, notes
+        cache[name, style] = notes
+        return notes
+
+    return run
+
+
+@pytest.mark.parametrize("name", VECTOR_NAMES)
+def test_detect_reproduces_reference_outputs(name, differences):
+    # The 2021 file (points above the operating point) is the reference's, byte for byte.
+    assert differences(name, "2021") == []
+    assert len(differences(name, "2022")) <= MAX_TOLERATED
+
+
+def test_differences_over_all_vectors_are_as_few_as_the_readme_says(differences):
+    notes = [note for name in VECTOR_NAMES for style in ("2021", "2022") for note in differences(name, style)]
+    assert len(notes) <= MAX_TOLERATED, notes

@@ -1,4 +1,4 @@
-"""Evaluation by the official MIDOG rules (SPEC 7): F1 with the challenge's own matching,
+"""Evaluation by the official MIDOG rules (docs/reference-algorithm.md#official-metric): F1 with the challenge's own matching,
 the 2022 average precision, per-scanner tables with bootstrap intervals, plots, and a
 UMAP feature map of the scanner domains.
 

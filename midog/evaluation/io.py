@@ -193,7 +193,7 @@ def _read_midog_json(
     for name in sorted(centres):
         spacing = spacing_mm if spacing_mm is not None else read_spacing_mm(_find_image(images_dir, name))
         px = np.asarray(centres[name], float).reshape(-1, 2)
-        # Centre times spacing, no half-pixel offset: the same rule as the detector's output (SPEC 4).
+        # Centre times spacing, no half-pixel offset: the same rule as the detector's output (docs/reference-algorithm.md#thresholds-and-nms).
         out[name] = np.column_stack([px * spacing, np.zeros(len(px))])
     return out
 

@@ -1,4 +1,4 @@
-"""The official MIDOG 2021 F1 (SPEC 7), scored by the challenge's own `score_detection`.
+"""The official MIDOG 2021 F1 (docs/reference-algorithm.md#official-metric), scored by the challenge's own `score_detection`.
 
 Matching is evalutils 0.4.2's: ground truth visited in order, each takes its nearest
 unused prediction within 7.5 um (inclusive). TP/FP/FN are summed over the images and only

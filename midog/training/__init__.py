@@ -1,4 +1,4 @@
-"""Training the domain-adversarial RetinaNet (SPEC section 6): `midog train`.
+"""Training the domain-adversarial RetinaNet (docs/reference-algorithm.md#training-recipe): `midog train`.
 
 Modules, one concept each: `data` (MIDOG.json, scanners, splits, image store),
 `sampler` (patches and batches), `augment` (geometry and lighting on a batch),

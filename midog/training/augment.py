@@ -1,4 +1,4 @@
-"""Augmentation of a batch (SPEC section 6): dihedral flips, rotation, zoom, perspective
+"""Augmentation of a batch (docs/reference-algorithm.md#training-recipe): dihedral flips, rotation, zoom, perspective
 warp and lighting, each with probability 0.5.
 
 Geometry is one projective matrix per patch, applied with `grid_sample`, so the patch is

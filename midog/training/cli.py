@@ -18,7 +18,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train the domain-adversarial RetinaNet on MIDOG-layout data",
         description=(
-            "Train on MIDOG.json plus its TIFFs (SPEC section 6; defaults are the reference's values). "
+            "Train on MIDOG.json plus its TIFFs (docs/reference-algorithm.md#training-recipe; defaults are the reference's values). "
             "The run folder gets last.pt (resume with --resume), best.pth (loads in `midog detect --weights`, "
             "its threshold is the best mean validation F1), log.csv and curves.png. Model selection: "
             "--select aucpr (paper: best mean validation AUCPR, ties to the higher domain loss) or "

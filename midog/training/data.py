@@ -1,4 +1,4 @@
-"""The MIDOG training set as published: `MIDOG.json` plus a folder of TIFFs (SPEC section 1).
+"""The MIDOG training set as published: `MIDOG.json` plus a folder of TIFFs (docs/reference-algorithm.md#data).
 
 `MIDOG.json` is COCO-like, but its `bbox` is [x1, y1, x2, y2]; plain COCO [x, y, w, h]
 is accepted only when asked for (`box_format="xywh"`), because both parse without error

@@ -1,4 +1,4 @@
-"""The training loop (SPEC section 6): one-cycle AdamW, the GRL alpha schedule,
+"""The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW, the GRL alpha schedule,
 validation and model selection each epoch, checkpoints, resume, CSV log and plot.
 
 Run folder:
@@ -24,7 +24,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_path, write_text_atomic
 from ..config import REFERENCE, TrainConfig
 from ..errors import MidogError
 
@@ -44,7 +44,7 @@ _T = TrainConfig()
 
 @dataclass
 class RunConfig:
-    """Everything a run depends on; defaults are the reference's values (SPEC section 6)."""
+    """Everything a run depends on; defaults are the reference's values (docs/reference-algorithm.md#training-recipe)."""
 
     annotations: str
     out_dir: str
@@ -98,9 +98,8 @@ def code_version() -> str:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
@@ -210,7 +209,7 @@ class Trainer:
             "unlabeled": self.data.unlabeled,
             "images": {s: sorted(r.file_name for r in self.parts[s]) for s in ("train", "valid", "test")},
         }
-        (self.out / "split.json").write_text(json.dumps(self.split, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(self.out / "split.json", json.dumps(self.split, indent=1, sort_keys=True) + "\n")
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -352,12 +351,10 @@ class Trainer:
         cols: list[str] = []
         for row in self.rows:
             cols += [k for k in row if k not in cols]
-        tmp = self.out / "log.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(self.out / "log.csv") as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, cols)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.out / "log.csv")
         try:
             plot_log(self.rows, self.out / "curves.png")
         except Exception as exc:  # a plot must never stop training
@@ -391,7 +388,7 @@ class Trainer:
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if "[" not in k)
             print(msg, file=sys.stderr, flush=True)
         summary = {"epochs_done": self.epoch, "epochs": cfg.epochs, "best": self.best, "out_dir": str(self.out)}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         self.store.close()
         return summary
 
@@ -442,7 +439,6 @@ def plot_log(rows: list[dict[str, Any]], path: Path) -> None:
             b.plot(*zip(*pts), label=key, marker=".")
     b.set_xlabel("epoch"), b.set_ylim(0, 1.02), b.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path, keep_extension=True) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Detection and domain losses of the reference (SPEC section 6).
+"""Detection and domain losses of the reference (docs/reference-algorithm.md#training-recipe).
 
 Detection, per labelled image: sigmoid focal loss (gamma 2; positives weighted 0.75,
 negatives 0.25) over both class columns of every non-ignored anchor, summed and divided

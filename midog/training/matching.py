@@ -1,4 +1,4 @@
-"""Anchor matching and regression targets (SPEC sections 3 and 6).
+"""Anchor matching and regression targets (docs/reference-algorithm.md#anchors-and-box-coding, #training-recipe).
 
 An anchor is foreground when its best IoU with a ground-truth box is >= 0.5, background
 below 0.4, ignored in between; as in the reference, a box that no anchor reaches 0.5
@@ -19,7 +19,7 @@ BACKGROUND = -1
 
 
 def pixel_boxes_to_cthw(boxes_xyxy: np.ndarray, size: int) -> torch.Tensor:
-    """x1, y1, x2, y2 patch pixels -> (cy, cx, h, w) in the anchors' [-1, 1] units."""
+    """XYXY patch pixels -> CTHW boxes, as the anchors (formats: midog.box_coding)."""
     b = torch.as_tensor(boxes_xyxy, dtype=torch.float32).view(-1, 4)
     tlbr = b[:, [1, 0, 3, 2]] / (size / 2) - 1  # y first, as the anchors
     return tlbr_to_cthw(tlbr)

@@ -1,4 +1,4 @@
-"""Patch sampling (SPEC section 6): half the labelled patches around a mitotic figure, the
+"""Patch sampling (docs/reference-algorithm.md#training-recipe): half the labelled patches around a mitotic figure, the
 rest (and every unlabelled-scanner patch) uniformly at random; each batch holds the same
 number of patches from every scanner, so the domain classifier sees balanced classes."""
 

@@ -3,7 +3,7 @@ by the official matching (AUCPR, F1 per threshold, the operating point), plus lo
 fixed validation patches (detection loss, and the domain loss that measures confusion).
 
 The operating point is the threshold with the best mean F1 over the labelled validation
-scanners (SPEC section 6); among equal maxima the middle one, so a plateau of thresholds
+scanners (docs/reference-algorithm.md#training-recipe); among equal maxima the middle one, so a plateau of thresholds
 gives the most robust choice rather than its edge.
 """
 

@@ -1,0 +1,73 @@
+"""The one way this project writes a file: readers see the old file or the new one,
+never half of one, even if the writer is killed mid-write.
+
+Every writer goes through `atomic_path`: the data goes to a temporary file in the
+destination's own folder (so the final rename never crosses a file system), is flushed
+to disk, and is renamed over the destination only when the writer finished without an
+error. On any error, KeyboardInterrupt included, the temporary file is removed.
+
+Writers that take a path rather than bytes (torch.save, matplotlib's savefig, tifffile,
+csv through open()) use `atomic_path` directly. A temporary file is named
+`.<name>.<random>.tmp`, hidden and unique per writer; `keep_extension` puts the
+destination's extension back at the end for matplotlib, which picks the format from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# mkstemp creates files readable by the owner only; outputs are meant to be shared
+# (Grand Challenge reads them as another user), as a plain open() would make them.
+FILE_MODE = 0o644
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, keep_extension: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; when the block ends without an
+    error it replaces `path` atomically, else it is removed. Creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".tmp" + (path.suffix if keep_extension else "")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    # After a crash the rename could otherwise reach the disk before the data does.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically; returns the path."""
+    return write_bytes_atomic(path, text.encode(encoding))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
+    """Write `obj` as JSON (json.dumps with `dumps_kwargs`) atomically; returns the path."""
+    return write_text_atomic(path, json.dumps(obj, **dumps_kwargs))

@@ -1,0 +1,97 @@
+"""The public Python API: lazy exports from `midog`, the accessors of `Detections`, and
+the README's example, run exactly as written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from midog.detections import Detections
+from midog.output import multiple_points
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "README.md's Python API section has no ```python block"
+    return blocks[0]
+
+
+def test_readme_example_runs_as_written(vectors_dir, vector_weights, tmp_path, monkeypatch):
+    # The example's files, as `midog fetch` lays them out, stood in for by the reference
+    # vectors: their weights and a 512 px image whose reference output is known.
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "test").mkdir()
+    shutil.copy(vector_weights, tmp_path / "weights" / "RetinaNetDA.pth")
+    shutil.copy(vectors_dir / "synthC_512x512.tiff", tmp_path / "test" / "007.tiff")
+    monkeypatch.chdir(tmp_path)
+    code = readme_example()
+    assert len(code.strip().splitlines()) <= 5
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    expected = json.loads((vectors_dir / "synthC_512x512.expected_2021.json").read_text())
+    assert namespace["answer"] == expected
+    found = namespace["found"]
+    assert len(found.mitotic_figures()) == len(expected["points"]) > 0
+    np.testing.assert_array_equal(found.mitotic_figures().points_mm(), [p["point"][:2] for p in expected["points"]])
+
+
+def test_import_midog_is_light_and_exports_load_on_use():
+    code = (
+        "import sys, midog\n"
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules\n"
+        "from midog import Detector, Detections, open_slide, DetectorConfig, REFERENCE\n"
+        "import midog.detect, midog.slide\n"
+        "assert Detector is midog.detect.Detector and open_slide is midog.slide.open_slide\n"
+        "assert REFERENCE.threshold == 0.64 and 'Detector' in dir(midog)\n"
+        "try:\n"
+        "    midog.nothing\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+@pytest.fixture
+def found() -> Detections:
+    boxes = np.array([[100, 200, 150, 250], [10, 20, 61, 71], [0, 0, 50, 50]])
+    scores = np.array([0.9, 0.64, 0.5], np.float32)
+    return Detections(boxes, scores, np.zeros(3, int), (0.00025, 0.0002), threshold=0.6)
+
+
+def test_points_in_pixels_and_millimetres(found):
+    np.testing.assert_array_equal(found.points_px(), [[125, 225], [35.5, 45.5], [25, 25]])
+    np.testing.assert_array_equal(found.points_mm(), [[125 * 0.00025, 225 * 0.0002], [35.5 * 0.00025, 45.5 * 0.0002], [25 * 0.00025, 25 * 0.0002]])
+    # A threshold keeps the candidates strictly above it, like the outputs.
+    np.testing.assert_array_equal(found.points_px(0.64), [[125, 225]])
+    assert found.points_mm(0.95).shape == (0, 2)
+    # The same values the JSON carries.
+    assert found.points_mm().tolist() == [list(p) for p in found.centres_mm()]
+
+
+def test_operating_point_labels_and_json_in_each_style(found):
+    assert found.labels() == ["mitotic figure", "mitotic figure", "non-mitotic figure"]
+    assert found.labels(0.7) == ["mitotic figure", "non-mitotic figure", "non-mitotic figure"]
+    figures = found.mitotic_figures()
+    assert len(figures) == 2 and figures.threshold == 0.6
+    np.testing.assert_array_equal(figures.scores, np.array([0.9, 0.64], np.float32))
+    assert len(found.mitotic_figures(0.7)) == 1
+    for style in ("2021", "2022"):
+        assert found.to_json(style) == multiple_points(found, 0.6, style)
+        assert found.to_json(style, 0.7) == multiple_points(found, 0.7, style)
+    assert [p["name"] for p in found.to_json("2022")["points"]] == found.labels()
+    assert len(found.to_json("2021")["points"]) == 2
+    with pytest.raises(ValueError):
+        found.to_json("2020")
