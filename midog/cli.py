@@ -4,10 +4,40 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import traceback
 
 from . import __version__
 from .errors import MidogError
+
+# Libraries that log their own warnings (tifffile on odd tags, ...): shown with --verbose only.
+LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "PIL", "py.warnings")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False, debug: bool = False) -> None:
+    """midog's own notices to stderr (warnings by default, everything with --verbose or
+    --debug, errors only with --quiet); library warnings stay off stderr unless --verbose."""
+    import warnings
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose or debug else logging.CRITICAL + 1)
+    if not (verbose or debug):
+        warnings.filterwarnings("ignore", module="(tifffile|tiffslide|openslide|PIL)")
+
+
+def add_logging_args(parser: argparse.ArgumentParser, default: object = False) -> None:
+    g = parser.add_argument_group("messages")
+    g.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug messages")
+    g.add_argument("--verbose", "-v", action="store_true", default=default, help="more messages, library warnings included")
+    g.add_argument("--quiet", "-q", action="store_true", default=default, help="errors only")
 
 # Each module exposes add_cli(subparsers), registering its subcommand with set_defaults(run=...).
 # Modules keep heavy imports (torch) inside their run functions so `midog --help` stays fast.
@@ -27,19 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_cli(sub)
+    add_logging_args(parser)
+    # The same flags after the subcommand (`midog detect --debug ...`); SUPPRESS keeps the
+    # value given before it when they are not repeated.
+    for subparser in sub.choices.values():
+        add_logging_args(subparser, default=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet, args.debug)
     try:
         return int(args.run(args) or 0)
     except MidogError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"midog {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(exc, "exit_status", 1))
     except KeyboardInterrupt:
         print(f"midog {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an environment problem: one line, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"midog {args.command}: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
