@@ -643,8 +643,10 @@ def _read_sitk(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray,
         size = reader.GetSize()
         if len(size) >= 2:
             limits.check_pixels(path, int(size[0]), int(size[1]))
-        nbytes = math.prod(size) * reader.GetNumberOfComponents() * 8  # bounded by the widest type
-        if nbytes > limits.max_memory_mb * 2**20 * 4:
+        # "8-bit unsigned integer" and friends: the only place SimpleITK names a type's width.
+        bits = next((int(w.split("-")[0]) for w in sitk.GetPixelIDValueAsString(reader.GetPixelID()).split() if w.endswith("-bit")), 64)
+        nbytes = math.prod(size) * reader.GetNumberOfComponents() * bits // 8
+        if nbytes > limits.max_memory_mb * 2**20:
             raise ImageError(
                 path,
                 f"decoding {' x '.join(map(str, size))} px whole needs more than the limit of {limits.max_memory_mb:g} MB; "
