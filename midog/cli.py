@@ -12,25 +12,38 @@ from . import __version__
 from .errors import MidogError
 
 # Libraries that log their own warnings (tifffile on odd tags, ...): shown with --verbose only.
-LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "PIL", "py.warnings")
+LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "PIL")
+
+
+class _OwnWarnings(logging.Filter):
+    """Python warnings raised by midog's own code (e.g. "torch.compile unavailable")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{__package__}/" in record.getMessage().split(":", 1)[0].replace("\\", "/")
+
+
+_handler: logging.Handler | None = None
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False, debug: bool = False) -> None:
     """midog's own notices to stderr (warnings by default, everything with --verbose or
     --debug, errors only with --quiet); library warnings stay off stderr unless --verbose."""
-    import warnings
-
+    global _handler
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    if _handler is not None:  # called again (tests, process.py after the CLI): replace ours only
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(_handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+    loud = verbose or debug
     for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose or debug else logging.CRITICAL + 1)
-    if not (verbose or debug):
-        warnings.filterwarnings("ignore", module="(tifffile|tiffslide|openslide|PIL)")
+        logging.getLogger(name).setLevel(logging.NOTSET if loud else logging.CRITICAL + 1)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.filters[:] = [] if loud else [_OwnWarnings()]
+    warnings_logger.setLevel(logging.NOTSET)
 
 
 def add_logging_args(parser: argparse.ArgumentParser, default: object = False) -> None:
