@@ -24,7 +24,7 @@ from evalutils import DetectionAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
-from midog.detect import PUBLISHED_WEIGHTS, Detector
+from midog.detect import PUBLISHED_WEIGHTS, Detector, remove_stale_temp
 from midog.errors import MidogError, image_error_line
 from midog.options import check_positive, check_probability, checked
 from midog.options import positive as positive_arg
@@ -157,6 +157,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         if len(self._cases["input_image"]) == 0:
             raise MidogError(f"no image files under {self.image_dir}")
         self.validate()
+        remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
         self.detector = Detector(self.weights, self.device, self.threshold)
         self.detector.limits = self.limits
         log(f"weights {self.weights}, threshold {self.detector.threshold:g}, device {self.detector.device}")

@@ -416,3 +416,35 @@ def test_train_with_a_wrong_image_folder_fails_before_training(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and f"{first} is 100 x 100 px, the annotations say 320 x 320" in err
     assert "split file are not in the annotations" in err and "ghost.tiff" in err
+
+
+def test_other_readers_get_the_same_spacing_and_range_rules(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(RGB[:64, :64], isVector=True)
+    image.SetSpacing((0.00025, 0.25))  # ITK headers store mm: y is 1000x x
+    sitk.WriteImage(image, str(tmp_path / "aniso.mha"))
+    with pytest.raises(ImageError, match="y spacing 250 um/px \\(from the image header\\)"):
+        open_slide(tmp_path / "aniso.mha")
+    grey12 = (RGB[:64, :64, 0].astype(np.uint16) << 4)  # 12-bit data in a 16-bit PNG
+    sitk.WriteImage(sitk.GetImageFromArray(grey12), str(tmp_path / "grey12.png"))
+    with open_slide(tmp_path / "grey12.png", mpp=0.25) as s:
+        assert (s.read_region(0, 0, 64, 64)[..., 0] == RGB[:64, :64, 0]).all()
+
+    import openslide
+
+    class FakeSlide:  # a vendor slide whose MPP properties disagree between the axes
+        dimensions = (1000, 1000)
+        properties = {openslide.PROPERTY_NAME_MPP_X: "0.25", openslide.PROPERTY_NAME_MPP_Y: "25"}
+
+        def __init__(self, path: str) -> None:
+            pass
+
+    monkeypatch.setattr(openslide, "OpenSlide", FakeSlide)
+    from midog.slide import OpenSlideSlide
+
+    with pytest.raises(ImageError, match="more than 2% apart"):
+        OpenSlideSlide(tmp_path / "fake.svs", None)
+    FakeSlide.properties = {openslide.PROPERTY_NAME_MPP_X: "nan"}
+    with pytest.raises(ImageError, match="x pixel spacing nan"):
+        OpenSlideSlide(tmp_path / "fake.svs", None)
