@@ -353,9 +353,11 @@ def pick_series(tif: Any, path: Path) -> int:
     several images of that size (a stack or time series is not one image)."""
     sizes = []
     for i, s in enumerate(tif.series):
-        axes = s.axes.replace("S", "")
+        # Samples, or colour channels stored as separate pages (C of 3 or 4), are one image.
+        channels = "YXS" + ("C" if dict(zip(s.axes, s.shape)).get("C", 0) in (3, 4) else "")
+        axes = "".join(a for a in s.axes if a not in "SC" or a not in channels)
         if axes != "YX":
-            extra = {a: n for a, n in zip(s.axes, s.shape) if a not in "YXS"}
+            extra = {a: n for a, n in zip(s.axes, s.shape) if a not in channels}
             if all(n == 1 for n in extra.values()):
                 axes = "YX"
             else:
@@ -445,7 +447,7 @@ class TiffSlide(Slide):
         if self._zarr is None:
             return np.asarray(self._slide.read_region((x, y), 0, (w, h), as_array=True))
         z = self._zarr
-        if self._axes.endswith("SYX"):
+        if self._axes.endswith(("SYX", "CYX")):
             return np.moveaxis(np.asarray(z[..., :, y : y + h, x : x + w]).reshape(-1, h, w), 0, -1)
         region = np.asarray(z[..., y : y + h, x : x + w, :] if self._axes.endswith("S") else z[..., y : y + h, x : x + w])
         return region.reshape(h, w, -1)

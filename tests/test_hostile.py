@@ -196,6 +196,9 @@ def test_multi_page_reads_the_full_resolution_image_and_says_so(tmp_path, caplog
     with caplog.at_level("WARNING"):
         assert (read_all(path) == RGB).all()
     assert "image 2 (530 x 520 px)" in caplog.text
+    channels = tmp_path / "channels.tiff"  # R, G and B as three grey pages
+    tifffile.imwrite(channels, RGB.transpose(2, 0, 1), photometric="minisblack", metadata={"axes": "CYX"}, **CM)
+    assert (read_all(channels) == RGB).all()
     stack = tmp_path / "stack.tiff"
     tifffile.imwrite(stack, np.stack([RGB, RGB]), photometric="rgb", **CM)
     with pytest.raises(ImageError, match="stack of images"):
