@@ -451,3 +451,17 @@ def test_other_readers_get_the_same_spacing_and_range_rules(tmp_path, monkeypatc
     FakeSlide.properties = {openslide.PROPERTY_NAME_MPP_X: "nan"}
     with pytest.raises(ImageError, match="x pixel spacing nan"):
         OpenSlideSlide(tmp_path / "fake.svs", None)
+
+
+def test_read_only_output_folder_is_refused_before_any_work(tmp_path, good, random_weights, capsys, monkeypatch):
+    import tempfile
+
+    import midog.detect
+
+    def denied(*args, **kwargs):  # what a read-only folder answers (tests may run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(midog.detect, "Detector", None)
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    code, err = detect([str(good), "--weights", str(random_weights), "-o", str(tmp_path / "ro" / "out.json")], capsys)
+    assert code == 2 and f"cannot write outputs to {tmp_path / 'ro'}: Permission denied" in err and "Traceback" not in err
