@@ -47,10 +47,18 @@ def setup_logging(verbose: bool = False, quiet: bool = False, debug: bool = Fals
 
 
 def add_logging_args(parser: argparse.ArgumentParser, default: object = False) -> None:
+    """--debug/--verbose/--quiet; a flag a subcommand already defines for itself is left to it."""
     g = parser.add_argument_group("messages")
-    g.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug messages")
-    g.add_argument("--verbose", "-v", action="store_true", default=default, help="more messages, library warnings included")
-    g.add_argument("--quiet", "-q", action="store_true", default=default, help="errors only")
+    flags = [
+        (("--debug",), "show tracebacks and debug messages"),
+        (("--verbose", "-v"), "more messages, library warnings included"),
+        (("--quiet", "-q"), "notices hidden: errors and results only"),
+    ]
+    for names, text in flags:
+        names = tuple(n for n in names if n not in parser._option_string_actions)
+        if names and names[0].startswith("--"):
+            g.add_argument(*names, action="store_true", default=default, help=text)
+
 
 # Each module exposes add_cli(subparsers), registering its subcommand with set_defaults(run=...).
 # Modules keep heavy imports (torch) inside their run functions so `midog --help` stays fast.
@@ -80,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.quiet, args.debug)
+    setup_logging(bool(getattr(args, "verbose", False)), bool(getattr(args, "quiet", False)), bool(getattr(args, "debug", False)))
     try:
         return int(args.run(args) or 0)
     except MidogError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"midog {args.command}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_status", 1))
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"midog {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an environment problem: one line, the traceback with --debug
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"midog {args.command}: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
