@@ -24,10 +24,13 @@ from evalutils import DetectionAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
-from midog.detect import PUBLISHED_WEIGHTS, Detector
-from midog.errors import MidogError
+from midog.detect import PUBLISHED_WEIGHTS, Detector, remove_stale_temp
+from midog.errors import MidogError, image_error_line
+from midog.options import check_positive, check_probability, checked
+from midog.options import positive as positive_arg
+from midog.options import probability as probability_arg
 from midog.output import STYLES, write_json_atomic
-from midog.slide import OPENSLIDE_SUFFIXES
+from midog.slide import DEFAULT_LIMITS, OPENSLIDE_SUFFIXES, Limits
 
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")
@@ -117,7 +120,12 @@ class MitoticFigureDetection(DetectionAlgorithm):
         style: str = "auto",
         threshold: float | None = None,
         device: str = "auto",
+        limits: Limits | None = None,
+        time_budget: float | None = None,
     ) -> None:
+        # process.py has no spacing option; its refusals name its own environment variables.
+        self.limits = limits or process_limits()
+        self.time_budget = time_budget
         layout, image_dir = find_layout(input_dir)
         self.input_dir = input_dir
         self.output_dir = output_dir
@@ -149,7 +157,9 @@ class MitoticFigureDetection(DetectionAlgorithm):
         if len(self._cases["input_image"]) == 0:
             raise MidogError(f"no image files under {self.image_dir}")
         self.validate()
+        remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
         self.detector = Detector(self.weights, self.device, self.threshold)
+        self.detector.limits = self.limits
         log(f"weights {self.weights}, threshold {self.detector.threshold:g}, device {self.detector.device}")
         self.process_cases()
         self.save()
@@ -159,7 +169,8 @@ class MitoticFigureDetection(DetectionAlgorithm):
         # Takes the file, not a loaded image: the core reads it (regions of whole slides).
         # Returns the "Multiple points" dict rather than a DataFrame, since save() writes it.
         assert self.detector is not None
-        return self.detector.points_json(input_image, style=self.style)
+        deadline = time.monotonic() + self.time_budget if self.time_budget else None
+        return self.detector.points_json(input_image, style=self.style, deadline=deadline)
 
     def process_case(self, *, idx: int, case: Any) -> dict[str, Any]:
         path, name = Path(case["path"]), case["filename"]
@@ -170,8 +181,9 @@ class MitoticFigureDetection(DetectionAlgorithm):
             log(f"error: {exc}")
             return {"filename": name, "mitotic-figures": None, "error": str(exc)}
         except Exception as exc:  # one image's failure must not cost the others their results
-            traceback.print_exc()
-            message = f"{path}: {type(exc).__name__}: {exc}"
+            if os.environ.get("MIDOG_DEBUG"):
+                traceback.print_exc()
+            message = image_error_line(path, exc)
             log(f"error: {message}")
             return {"filename": name, "mitotic-figures": None, "error": message}
         n = sum(1 for p in result["points"] if p.get("name", "mitotic figure") == "mitotic figure")
@@ -199,10 +211,26 @@ def env_threshold() -> float | None:
     raw = os.environ.get("MIDOG_THRESHOLD")
     if not raw:
         return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise MidogError(f"MIDOG_THRESHOLD={raw!r} is not a number") from None
+    return checked(check_probability, raw, f"MIDOG_THRESHOLD={raw!r}")
+
+
+def env_number(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name)
+    return checked(check_positive, raw, f"{name}={raw!r}") if raw else default
+
+
+def process_limits() -> Limits:
+    """slide.Limits from MIDOG_MAX_MEGAPIXELS, MIDOG_MAX_CHUNK_MB, MIDOG_MAX_MEMORY_MB."""
+    L = DEFAULT_LIMITS
+    return Limits(
+        max_megapixels=env_number("MIDOG_MAX_MEGAPIXELS", L.max_megapixels),  # type: ignore[arg-type]
+        max_chunk_mb=env_number("MIDOG_MAX_CHUNK_MB", L.max_chunk_mb),  # type: ignore[arg-type]
+        max_memory_mb=env_number("MIDOG_MAX_MEMORY_MB", L.max_memory_mb),  # type: ignore[arg-type]
+        mpp_option=None,
+        megapixels_option="MIDOG_MAX_MEGAPIXELS",
+        chunk_option="MIDOG_MAX_CHUNK_MB",
+        memory_option="MIDOG_MAX_MEMORY_MB",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("MIDOG_MODEL_DIR") or DEFAULT_MODEL_DIR),
         help=f"the platform's model folder (env MIDOG_MODEL_DIR, default {DEFAULT_MODEL_DIR})",
     )
-    p.add_argument("--threshold", type=float, default=None, help="operating point (env MIDOG_THRESHOLD; default: the checkpoint's, else 0.64)")
+    p.add_argument("--threshold", type=probability_arg, default=None, help="operating point (env MIDOG_THRESHOLD; default: the checkpoint's, else 0.64)")
     p.add_argument(
         "--style",
         choices=("auto", *STYLES),
@@ -224,18 +252,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="output style (env MIDOG_OUTPUT_STYLE): auto = 2021 for the 2021 layout, 2022 for the 2022+ layout",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument(
+        "--time-budget", type=positive_arg, default=None, metavar="SECONDS",
+        help="stop an image after this long, as that image's error, and go on (env MIDOG_TIME_BUDGET; default: none)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from midog.cli import setup_logging
+
+    setup_logging(verbose=bool(os.environ.get("MIDOG_VERBOSE")), debug=bool(os.environ.get("MIDOG_DEBUG")))
     if args.style not in ("auto", *STYLES):
         print(f"process: error: MIDOG_OUTPUT_STYLE must be auto, 2021 or 2022, not {args.style!r}", file=sys.stderr)
         return 2
     try:
         threshold = args.threshold if args.threshold is not None else env_threshold()
+        budget = args.time_budget if args.time_budget is not None else env_number("MIDOG_TIME_BUDGET", None)
+        limits = process_limits()
         weights = find_weights(args.weights, args.model_dir)
-        algorithm = MitoticFigureDetection(args.input, args.output, weights, args.style, threshold, args.device)
+        algorithm = MitoticFigureDetection(args.input, args.output, weights, args.style, threshold, args.device, limits, budget)
         failed = algorithm.process()
     except MidogError as exc:
         print(f"process: error: {exc}", file=sys.stderr)

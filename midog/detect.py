@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
@@ -16,7 +17,7 @@ import numpy as np
 
 from .config import REFERENCE, DetectorConfig
 from .detections import Detections
-from .errors import MidogError
+from .errors import MidogError, TimeBudgetError, UsageError, image_error_line
 
 if TYPE_CHECKING:
     import torch
@@ -129,7 +130,13 @@ class Detector:
             torch.backends.cuda.matmul.allow_tf32 = fast
             # Every batch has the same shape, so cuDNN's autotuner pays for itself at once.
             torch.backends.cudnn.benchmark = True
-        self.threshold = float(threshold if threshold is not None else self.meta.get("threshold", config.threshold))
+        from .options import check_probability, checked
+        from .slide import DEFAULT_LIMITS
+
+        stored = self.meta.get("threshold", config.threshold)
+        # A checkpoint's operating point is data from a file: checked like the option itself.
+        self.threshold = checked(check_probability, stored, f"{weights}: stored threshold") if threshold is None else checked(check_probability, threshold, "threshold")
+        self.limits = DEFAULT_LIMITS  # what an image may cost before it is refused (slide.Limits)
         self.anchors = make_anchors(config).to(self.device)
         self.normalize = Normalizer(config, self.device)
         self.fast = fast
@@ -200,16 +207,18 @@ class Detector:
     def tiles_to_run(self, slide: "Slide", tissue_only: bool | None) -> tuple[list[tuple[int, int]], int]:
         """Tile origins, minus background tiles when tissue detection is on; and the skip count."""
         from .tiles import tile_origins
-        from .tissue import tiles_with_tissue, tissue_mask
+        from .tissue import tiles_with_data, tiles_with_tissue, tissue_mask
 
         origins = tile_origins(slide.width, slide.height, self.config)
+        stored = tiles_with_data(slide, origins, self.config.tile_size)  # sparse TIFF tiles are background
+        blank, origins = len(origins) - len(stored), stored
         if tissue_only is None:
             tissue_only = slide.is_whole_slide
         if not tissue_only:
-            return origins, 0
+            return origins, blank
         thumb, downsample = slide.thumbnail()
         kept = tiles_with_tissue(origins, self.config.tile_size, tissue_mask(thumb), downsample)
-        return kept, len(origins) - len(kept)
+        return kept, len(origins) - len(kept) + blank
 
     def detect(
         self,
@@ -218,6 +227,7 @@ class Detector:
         progress: bool = False,
         tissue_only: bool | None = None,
         min_score: float | None = None,
+        deadline: float | None = None,
     ) -> Detections:
         """Every candidate above `min_score` (default `candidate_threshold`) after both NMS
         stages, best first.
@@ -226,6 +236,7 @@ class Detector:
         score s are the same whatever `min_score` <= s the NMS ran with: the 2021 output
         asks for the operating point and post-processes several times fewer boxes.
         `tissue_only` skips background tiles (default: on for whole-slide images only).
+        `deadline` (time.monotonic()) stops the image between batches with TimeBudgetError.
         """
         from tqdm import tqdm
 
@@ -235,8 +246,9 @@ class Detector:
         torch, cfg = self._torch, self.config
         min_score = self.candidate_threshold if min_score is None else min_score
         started = time.perf_counter()
-        with open_slide(image, mpp, readers=max(1, self.workers)) as slide:
+        with open_slide(image, mpp, readers=max(1, self.workers), limits=self.limits) as slide:
             origins, skipped = self.tiles_to_run(slide, tissue_only)
+            check_deadline(deadline, image, 0, len(origins))
             # Run row by row (what strip-organised files decode cheaply), then put the results
             # back in the reference's column-first order, which fixes how exact score ties break.
             rank = {xy: i for i, xy in enumerate(origins)}
@@ -257,6 +269,7 @@ class Detector:
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
                 jobs: deque[Future[list]] = deque()
                 for batch_origins, tiles in prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin):
+                    check_deadline(deadline, image, bar.n, len(origins))
                     class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
                     jobs.append(post.submit(self._tile_results, batch_origins, class_logits, box_deltas, min_score))
                     while len(jobs) > self.post_workers:
@@ -290,11 +303,13 @@ class Detector:
         return results
 
     def points_json(
-        self, image: str | Path, style: str = "2021", mpp: float | None = None, progress: bool = False, tissue_only: bool | None = None
+        self, image: str | Path, style: str = "2021", mpp: float | None = None, progress: bool = False, tissue_only: bool | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         from .output import multiple_points
 
-        return multiple_points(self.detect(image, mpp, progress, tissue_only, self.min_score_for(style)), self.threshold, style)
+        detections = self.detect(image, mpp, progress, tissue_only, self.min_score_for(style), deadline=deadline)
+        return multiple_points(detections, self.threshold, style)
 
     def min_score_for(self, style: str) -> float:
         """Candidates an output style needs: the 2021 file lists only points above the
@@ -302,19 +317,55 @@ class Detector:
         return self.threshold if style == "2021" else self.candidate_threshold
 
 
+def check_deadline(deadline: float | None, image: str | Path, done: int, total: int) -> None:
+    """Checked between batches: a batch is the unit of work that cannot be interrupted, so
+    an image stops within one batch's time of its budget and the next image still runs."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeBudgetError(image, f"stopped after {done} of {total} tiles: over its time budget")
+
+
 def default_weights() -> Path:
     return PUBLISHED_WEIGHTS
 
 
-def output_paths(images: list[Path], output: Path | None) -> list[Path]:
-    """One image: `output` is the file. Several: `output` is a folder of `<stem>.json`."""
-    if len(images) == 1 and output is not None and not output.is_dir():
-        return [output]
-    folder = output or Path(".")
+def output_paths(images: list[Path], output: str | Path | None) -> list[Path]:
+    """One image: `output` is the file, unless it is an existing folder or ends in a slash,
+    which mean `<output>/<stem>.json`. Several images: `output` is a folder of `<stem>.json`."""
+    is_folder = output is not None and (str(output).endswith(("/", os.sep)) or Path(output).is_dir())
+    if len(images) == 1 and output is not None and not is_folder:
+        return [Path(output)]
+    folder = Path(output) if output is not None else Path(".")
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
-        raise MidogError("several input images share a file name stem; their outputs would overwrite each other")
+        raise UsageError("several input images share a file name stem; their outputs would overwrite each other")
     return [folder / f"{stem}.json" for stem in stems]
+
+
+def check_writable(targets: list[Path]) -> None:
+    """Before any detection: every output's folder exists (or is made) and takes files."""
+    import tempfile
+
+    for folder in dict.fromkeys(t.parent for t in targets):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+            raise UsageError(f"cannot write outputs to {folder}: {blocker} is a file, not a folder") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write outputs to {folder}: {exc.strerror or exc}") from None
+    for target in targets:
+        if target.is_dir():
+            raise UsageError(f"cannot write {target}: it is a folder")
+
+
+def remove_stale_temp(targets: list[Path]) -> None:
+    """Temporary files that a killed run left beside these outputs (write_json_atomic's
+    `.<name>.*.tmp`): only ours, by name, never anything else in the folder."""
+    for target in targets:
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def detect_to_file(
@@ -326,6 +377,7 @@ def detect_to_file(
     progress: bool = False,
     tissue_only: bool | None = None,
     extras: "Extras | None" = None,
+    deadline: float | None = None,
 ) -> str:
     """One image through the detector into its JSON file (written atomically); returns the
     one-line summary. `midog detect` and every batch runner write outputs through this, so
@@ -334,7 +386,7 @@ def detect_to_file(
     from .extras import write_extras
     from .output import multiple_points, write_json_atomic
 
-    detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style))
+    detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style), deadline=deadline)
     result = multiple_points(detections, detector.threshold, style)
     write_json_atomic(target, result)
     extra = write_extras(result, target, image, mpp, extras) if extras else ""
@@ -344,10 +396,33 @@ def detect_to_file(
     return f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}" + (f"; {extra}" if extra else "")
 
 
+def detect_or_error(
+    detector: Detector, image: Path, target: Path, *args: Any, debug: bool = False, time_budget: float | None = None, **kwargs: Any
+) -> tuple[str | None, str | None]:
+    """`detect_to_file` for one image of a batch: (summary, None), or (None, one-line error)
+    for any failure, with no output of an earlier run left behind for that image."""
+    deadline = time.monotonic() + time_budget if time_budget else None
+    try:
+        return detect_to_file(detector, image, target, *args, deadline=deadline, **kwargs), None
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one image's failure, whatever it is, must not cost the others
+        if debug:
+            traceback.print_exc()
+        try:
+            target.unlink(missing_ok=True)  # a stale result would read as this run's
+        except OSError:
+            pass
+        line = image_error_line(image, exc)
+        if isinstance(exc, TimeBudgetError) and time_budget:
+            line += f" of {time_budget:g} s"
+        return None, line
+
+
 def run_detect(
     images: list[Path],
     weights: Path,
-    output: Path | None = None,
+    output: str | Path | None = None,
     threshold: float | None = None,
     mpp: float | None = None,
     device: str = "auto",
@@ -358,21 +433,38 @@ def run_detect(
     tissue_only: bool | None = None,
     compile: bool = False,
     extras: "Extras | None" = None,
+    limits: "Any" = None,
+    time_budget: float | None = None,
+    debug: bool = False,
 ) -> int:
-    """Detect on every image; a bad image is reported and skipped, never losing the others."""
+    """Detect on every image; a bad image is reported and skipped, never losing the others.
+    Options and outputs are checked before any work (UsageError, exit 2)."""
     from tqdm import tqdm
 
+    from .options import check_mpp, check_positive_int, check_probability, checked
+
+    if threshold is not None:
+        checked(check_probability, threshold, "--threshold")
+    if mpp is not None:
+        checked(check_mpp, mpp, "--mpp")
+    if batch_size is not None:
+        checked(check_positive_int, batch_size, "--batch-size")
     if not weights.is_file():
-        raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
+        raise UsageError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
     targets = output_paths(images, output)
+    check_writable(targets)
+    remove_stale_temp(targets)
     detector = Detector(weights, device, threshold, fast=fast, batch_size=batch_size, compile=compile)
+    if limits is not None:
+        detector.limits = limits
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):
-        try:
-            summary = detect_to_file(detector, image, target, style, mpp, progress, tissue_only, extras=extras)
-        except MidogError as exc:
+        summary, error = detect_or_error(
+            detector, image, target, style, mpp, progress, tissue_only, extras=extras, debug=debug, time_budget=time_budget
+        )
+        if error is not None:
             failures += 1
-            print(f"midog detect: error: {exc}", file=sys.stderr)
+            tqdm.write(f"midog detect: error: {error}", file=sys.stderr)
             continue
         tqdm.write(summary, file=sys.stderr)
     if failures:
@@ -381,17 +473,23 @@ def run_detect(
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    from . import options
+    from .slide import DEFAULT_LIMITS as L
+
     p = subparsers.add_parser("detect", help="detect mitotic figures and write Multiple points JSON")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--weights", type=Path, default=None, help=f"weights file (default: {PUBLISHED_WEIGHTS})")
-    p.add_argument("--output", "-o", type=Path, default=None, help="output file (one image) or folder (several); default: ./<image stem>.json")
-    p.add_argument("--threshold", type=float, default=None, help="operating point (default: the checkpoint's, else 0.64)")
-    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding or replacing the file's resolution")
+    p.add_argument(
+        "--output", "-o", default=None,
+        help="output file (one image), or folder (several images, an existing folder, or a path ending in /); default: ./<image stem>.json",
+    )
+    p.add_argument("--threshold", type=options.probability, default=None, help="operating point in [0, 1] (default: the checkpoint's, else 0.64)")
+    p.add_argument("--mpp", type=options.mpp, default=None, help="micrometres per pixel, overriding or replacing the file's resolution")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--style", choices=["2021", "2022"], default="2021", help="2021: points above threshold; 2022: all candidates with probability and name")
     p.add_argument("--fast", action="store_true", help="channels-last + bfloat16/float16 autocast: faster, scores differ slightly from the reference")
     p.add_argument("--compile", action="store_true", help="torch.compile the network: faster on large images after ~10 s of start-up; needs a C++ compiler")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per batch (default on CPU: 4, or 10 with --fast; on GPU: by free memory)")
+    p.add_argument("--batch-size", type=options.positive_int, default=None, help="tiles per batch (default on CPU: 4, or 10 with --fast; on GPU: by free memory)")
     tissue = p.add_mutually_exclusive_group()
     tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
     tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
@@ -399,8 +497,22 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     from .extras import add_extras_cli, extras_from_args
 
     add_extras_cli(p)
+    g = p.add_argument_group("limits (an image beyond them is refused, the others still run)")
+    g.add_argument("--max-megapixels", type=options.positive, default=L.max_megapixels, help=f"image size (default {L.max_megapixels:g})")
+    g.add_argument("--max-chunk-mb", type=options.positive, default=L.max_chunk_mb, help=f"one decoded TIFF tile or strip (default {L.max_chunk_mb:g})")
+    g.add_argument("--max-memory-mb", type=options.positive, default=L.max_memory_mb, help=f"an image decoded whole, e.g. PNG (default {L.max_memory_mb:g})")
+    g.add_argument("--time-budget", type=options.positive, default=None, metavar="SECONDS", help="stop an image after this long; it becomes that image's error (default: none)")
     p.set_defaults(
         run=lambda a: run_detect(
-            a.images, a.weights or default_weights(), a.output, a.threshold, a.mpp, a.device, a.style, a.progress, a.fast, a.batch_size, a.tissue_only, a.compile, extras=extras_from_args(a)
+            a.images, a.weights or default_weights(), a.output, a.threshold, a.mpp, a.device, a.style, a.progress, a.fast, a.batch_size, a.tissue_only, a.compile,
+            extras=extras_from_args(a), limits=limits_from_args(a), time_budget=a.time_budget, debug=getattr(a, "debug", False),
         )
     )
+
+
+def limits_from_args(args: argparse.Namespace) -> "Any":
+    from dataclasses import replace
+
+    from .slide import DEFAULT_LIMITS
+
+    return replace(DEFAULT_LIMITS, max_megapixels=args.max_megapixels, max_chunk_mb=args.max_chunk_mb, max_memory_mb=args.max_memory_mb)

@@ -10,3 +10,26 @@ class ImageError(MidogError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class UsageError(MidogError):
+    """A bad option or an unusable output, found before any work: exit status 2."""
+
+    exit_status = 2
+
+
+class TimeBudgetError(ImageError):
+    """One image ran past its time budget; the next image still runs."""
+
+
+def image_error_line(image: object, exc: BaseException) -> str:
+    """One line for any exception raised while working on one image: the MidogError's own
+    text, or "<file>: <ExceptionType>: <message>" for an unexpected one."""
+    if isinstance(exc, MidogError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return f"{image}: out of memory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{image}: {exc.strerror}" + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(image) else "")
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{image}: {type(exc).__name__}" + (f": {message}" if message else "")

