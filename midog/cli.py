@@ -13,6 +13,7 @@ from .errors import MidogError
 # Modules keep heavy imports (torch) inside their run functions so `midog --help` stays fast.
 COMMAND_MODULES = [
     "midog.detect",
+    "midog.batch",
     "midog.fetch",
     "midog.synth",
     "midog.evaluation.cli",
