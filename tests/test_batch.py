@@ -303,3 +303,10 @@ def test_worker_plan() -> None:
     assert batch.plan_workers([{"CPU": 4.0}], "auto", 2, None, None, node_cores=2) == (2, 2, 0.0)
     with pytest.raises(batch.MidogError, match="no GPU"):
         batch.plan_workers([{"CPU": 4.0}], "cuda", None, None, None)
+
+
+def test_evaluate_reads_a_batch_folder(first_run) -> None:
+    from midog.evaluation.io import read_predictions
+
+    _, out = first_run
+    assert set(read_predictions(out)) == {"a", "b"}  # not the report, not the fingerprints
