@@ -219,6 +219,10 @@ def _detect_threads() -> int:
     return torch.get_num_threads()
 
 
+def _ray_token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")) or (Path.home() / ".ray" / "auth_token").is_file()
+
+
 def _connect(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int | None) -> bool:
     """Join `address`, or start a local Ray sized for the workers. True when we started it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting from an offline tool
@@ -228,6 +232,10 @@ def _connect(ray: Any, address: str | None, workers: int | None, cpus_per_worker
         kwargs: dict[str, Any] = {"logging_level": logging.ERROR}
         if not address.startswith("ray://"):
             kwargs["log_to_driver"] = False
+        elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            # Ray turns token authentication on by itself when it finds a token, except
+            # through the Ray client; do the same there.
+            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
