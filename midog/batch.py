@@ -484,7 +484,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
             "writes DIR/<image stem>.json, byte for byte what `midog detect` writes. DIR/batch-report.json "
             "(and .csv) records every image as ok, failed or skipped; a rerun skips images already finished "
             "with the same input, weights and options. Inputs and DIR must be paths every Ray node sees. "
-            f"Needs Ray: pip install \"midog[distributed]\"."
+            "Needs Ray: pip install \"midog[distributed]\"."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs, or .txt/.csv lists of paths")
