@@ -64,6 +64,7 @@ def add_logging_args(parser: argparse.ArgumentParser, default: object = False) -
 # Modules keep heavy imports (torch) inside their run functions so `midog --help` stays fast.
 COMMAND_MODULES = [
     "midog.detect",
+    "midog.batch",
     "midog.fetch",
     "midog.synth",
     "midog.evaluation.cli",

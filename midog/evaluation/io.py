@@ -112,7 +112,8 @@ def read_predictions(directory: str | Path) -> dict[str, Candidates]:
     directory = Path(directory)
     if not directory.is_dir():
         raise MidogError(f"{directory}: predictions folder not found")
-    files = sorted(directory.glob("*.json"))
+    # `midog batch` writes its report beside the predictions; it is not one of them.
+    files = sorted(f for f in directory.glob("*.json") if f.name != "batch-report.json")
     if not files:
         raise MidogError(f"{directory}: no prediction files (<image stem>.json) in this folder")
     return {f.stem: read_prediction_file(f) for f in files}

@@ -1,0 +1,520 @@
+"""`midog batch`: a cohort of slides on Ray, one loaded detector per worker.
+
+Ray is an optional dependency (`pip install "midog[distributed]"`): the driver lists the
+images, skips those already finished, and hands one slide at a time to each worker, a Ray
+actor that keeps its `Detector` loaded and writes through `detect_to_file`, the function
+`midog detect` writes with, so each output has the bytes `midog detect` would write.
+
+Nothing is lost: a failing image is recorded and the others go on; a worker process that
+dies is restarted by Ray and its slide retried (bounded); every finished image gets a
+fingerprint sidecar (input size, mtime, hash of its first and last bytes; weights hash;
+options), so a rerun skips what is finished and redoes what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .detect import Detector, default_weights, detect_to_file
+from .errors import MidogError
+from .output import write_json_atomic
+from .slide import OPENSLIDE_SUFFIXES
+
+# What a folder is searched for: the types `midog detect` reads (TIFF through tifffile,
+# vendor formats through openslide, the rest through SimpleITK).
+IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".mha", ".mhd", ".nrrd", ".nii"} | OPENSLIDE_SUFFIXES)
+LIST_SUFFIXES = (".txt", ".csv")
+REPORT_NAME = "batch-report.json"
+REPORT_FIELDS = ("image", "status", "output", "error", "seconds", "tiles")
+# One small JSON per finished image, outside DIR/*.json where `midog evaluate` looks.
+FINGERPRINT_DIR = "batch-fingerprints"
+FINGERPRINT_BYTES = 64 * 1024
+# A slide whose worker dies this many more times is recorded as failed (Ray retries it).
+TASK_RETRIES = 2
+INSTALL_HINT = 'midog batch needs Ray: pip install "midog[distributed]" (or pip install "ray[client]")'
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _read_list(path: Path) -> list[Path]:
+    """Paths from a text list (one a line, '#' comments) or a CSV (column image/path/file,
+    else the first); relative paths are relative to the list's folder."""
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and r[0].strip()]
+        header = [c.strip().lower() for c in rows[0]] if rows else []
+        column = next((header.index(n) for n in ("image", "path", "file", "filename") if n in header), None)
+        entries = [r[column] if column < len(r) else "" for r in rows[1:]] if column is not None else [r[0] for r in rows]
+    else:
+        entries = text.splitlines()
+    entries = [e.strip() for e in entries if e.strip() and not e.strip().startswith("#")]
+    return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Files, folders (searched recursively), globs and .txt/.csv lists -> absolute paths,
+    in the order given, each once. Entries of a list that do not exist are kept: they are
+    recorded as failed, so a long list with one stale line still runs."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = _images_in(path)
+            if not images:
+                print(f"midog batch: warning: {item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder", file=sys.stderr)
+            found += images
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            found += _read_list(path)
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise MidogError(f"{item}: no file matches this pattern")
+            for m in map(Path, matches):
+                found += _images_in(m) if m.is_dir() else [m]
+        else:
+            raise MidogError(f"{item}: no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise MidogError("no images found in the inputs")
+    return unique
+
+
+def output_targets(images: list[Path], folder: Path) -> list[Path]:
+    """`<stem>.json` in `folder`, the name `midog detect` gives; clashing stems are an error."""
+    by_stem: dict[str, list[Path]] = {}
+    for image in images:
+        by_stem.setdefault(image.stem, []).append(image)
+    clashes = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        lines = "; ".join(f"{s}: {', '.join(map(str, ps))}" for s, ps in list(clashes.items())[:5])
+        raise MidogError(f"several input images share a file name stem, so their outputs would overwrite each other ({lines})")
+    if Path(REPORT_NAME).stem in by_stem:
+        raise MidogError(f"{by_stem[Path(REPORT_NAME).stem][0]}: its output would overwrite {REPORT_NAME}; rename the image")
+    return [folder / f"{image.stem}.json" for image in images]
+
+
+# ---------------------------------------------------------------------------
+# Fingerprints (resume)
+# ---------------------------------------------------------------------------
+
+
+def input_fingerprint(path: Path) -> dict[str, Any] | None:
+    """Size, mtime and a hash of the first and last 64 KiB: cheap on a slide of gigabytes,
+    and it sees a file replaced or rewritten (TIFF headers sit at either end)."""
+    try:
+        st = path.stat()
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            h.update(f.read(FINGERPRINT_BYTES))
+            if st.st_size > FINGERPRINT_BYTES:
+                f.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
+                h.update(f.read(FINGERPRINT_BYTES))
+    except OSError:
+        return None  # missing or unreadable: the worker reports it
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_tail_sha256": h.hexdigest()}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_path(target: Path) -> Path:
+    return target.parent / FINGERPRINT_DIR / target.name
+
+
+def is_finished(target: Path, record: dict[str, Any]) -> bool:
+    """The output exists and its sidecar records this input, weights and options."""
+    if record["input"] is None or not target.is_file():
+        return False
+    try:
+        stored = json.loads(fingerprint_path(target).read_text())
+    except (OSError, ValueError):
+        return False
+    return all(stored.get(k) == record[k] for k in ("input", "weights_sha256", "settings"))
+
+
+# ---------------------------------------------------------------------------
+# Worker
+# ---------------------------------------------------------------------------
+
+
+class _RecordingDetector(Detector):
+    """A Detector that keeps the last image's run info (tile count) for the report."""
+
+    last_info: dict[str, Any] = {}
+
+    def detect(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        detections = super().detect(*args, **kwargs)
+        self.last_info = detections.info
+        return detections
+
+
+class DetectorWorker:
+    """One Ray actor: a loaded detector that runs whole slides, one at a time."""
+
+    def __init__(self, weights: str, device: str, threshold: float | None, fast: bool, batch_size: int | None, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.detector = _RecordingDetector(weights, device, threshold, fast=fast, batch_size=batch_size)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def detect(self, image: str, target: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Detect and write one image; an error is returned, not raised, so the driver
+        records it and the worker goes on with the next slide."""
+        started = time.perf_counter()
+        self.detector.last_info = {}
+        try:
+            detect_to_file(self.detector, Path(image), Path(target), progress=False, **options)
+        except MidogError as exc:
+            error = str(exc)
+        except Exception as exc:  # a reader or library bug on one slide must not stop the cohort
+            error = f"{image}: {type(exc).__name__}: {exc}"
+        else:
+            error = None
+        return {
+            "status": "failed" if error else "ok",
+            "error": error,
+            "seconds": round(time.perf_counter() - started, 3),
+            "tiles": self.detector.last_info.get("tiles"),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------
+
+
+def _detect_threads() -> int:
+    """The PyTorch threads `midog detect` runs with on this machine."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _ray_token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")) or (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _connect(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int | None) -> bool:
+    """Join `address`, or start a local Ray sized for the workers. True when we started it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting from an offline tool
+    if ray.is_initialized():
+        return False
+    if address:
+        kwargs: dict[str, Any] = {"logging_level": logging.ERROR}
+        if not address.startswith("ray://"):
+            kwargs["log_to_driver"] = False
+        elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            # Ray turns token authentication on by itself when it finds a token, except
+            # through the Ray client; do the same there.
+            os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise MidogError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+        return True
+    cores = os.cpu_count() or 1
+    # Logical CPUs: room for every worker asked for, each with its threads.
+    cpus = max(cores, (workers or 1) * (cpus_per_worker or 1))
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    return True
+
+
+def plan_workers(
+    nodes: list[dict[str, float]],
+    device: str,
+    workers: int | None,
+    cpus_per_worker: int | None,
+    gpus_per_worker: float | None,
+    node_cores: int | None = None,
+) -> tuple[int, int, float]:
+    """(workers, CPUs each, GPUs each) from the Ray nodes' resources.
+
+    With GPUs: one worker per GPU, 1 CPU each. On CPUs: each worker takes as many CPUs
+    (and PyTorch threads) as the smallest node has (`node_cores`: for a local Ray, whose
+    logical CPUs are sized for the workers, this machine's), which is what `midog detect` uses
+    there: float32 sums depend on the thread count in their last bit, so this keeps the
+    outputs byte-identical to `midog detect`. Fewer CPUs per worker can run more workers
+    per node, at the price of that last bit."""
+    cpus = [n.get("CPU", 0.0) for n in nodes if n.get("CPU", 0.0) >= 1]
+    gpus = sum(n.get("GPU", 0.0) for n in nodes)
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus and device != "cpu" else 0.0
+    if gpus_per_worker and not gpus:
+        raise MidogError("--gpus-per-worker was given, but the Ray cluster has no GPU")
+    if device.startswith("cuda") and not gpus_per_worker:
+        raise MidogError("--device cuda needs a GPU per worker, but the Ray cluster has no GPU")
+    if not cpus:
+        raise MidogError("the Ray cluster has no CPU for a worker")
+    if cpus_per_worker is None:
+        cpus_per_worker = 1 if gpus_per_worker else int(node_cores or min(cpus))
+    if workers is None:
+        workers = int(gpus // gpus_per_worker) if gpus_per_worker else sum(int(c // cpus_per_worker) for c in cpus)
+    return max(1, workers), max(1, cpus_per_worker), gpus_per_worker
+
+
+def _write_report(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    path = write_json_atomic(folder / REPORT_NAME, rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".batch-report.csv.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path.with_suffix(".csv"))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def run_batch(
+    inputs: list[str],
+    output: Path,
+    weights: Path,
+    workers: int | None = None,
+    address: str | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: int | None = None,
+    device: str = "auto",
+    style: str = "2021",
+    fast: bool = False,
+    threshold: float | None = None,
+    mpp: float | None = None,
+    tissue_only: bool | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> int:
+    """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray."""
+    try:
+        import ray
+    except ImportError:
+        print(f"midog batch: error: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    images = collect_images(inputs)
+    if output.exists() and not output.is_dir():
+        raise MidogError(f"{output}: --output must be a folder")
+    output = output.resolve()
+    targets = output_targets(images, output)
+    if not weights.is_file():
+        raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
+    # Everything that changes an output's bytes. detect_to_file's keyword options go in
+    # `options`, so a new one (an export format, say) is one more entry here.
+    options: dict[str, Any] = {"style": style, "mpp": mpp, "tissue_only": tissue_only}
+    settings = {"options": options, "threshold": threshold, "fast": fast}
+    weights_sha256 = file_sha256(weights)
+    records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings} for p in images]
+
+    rows: list[dict[str, Any]] = [
+        {"image": str(p), "status": None, "output": str(t), "error": None, "seconds": None, "tiles": None} for p, t in zip(images, targets)
+    ]
+    todo = []
+    for i, (target, record) in enumerate(zip(targets, records)):
+        if not force and is_finished(target, record):
+            rows[i]["status"] = "skipped"
+        else:
+            todo.append(i)
+    output.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(total=len(images), initial=len(images) - len(todo), desc="slides", unit="slide", disable=not progress)
+    tiles_done = 0
+
+    def finish(i: int, result: dict[str, Any]) -> None:
+        nonlocal tiles_done
+        rows[i].update(result)
+        if result["status"] == "ok":
+            # The sidecar follows the output: an image counts as finished only once both exist.
+            write_json_atomic(fingerprint_path(targets[i]), {"image": str(images[i]), **records[i], "tiles": result["tiles"]})
+            tiles_done += result["tiles"] or 0
+        else:
+            rows[i]["output"] = None
+            bar.write(f"midog batch: error: {result['error']}", file=sys.stderr)
+        bar.update(1)
+
+    started_ray = False
+    try:
+        if todo:
+            local_cores = None if address else _detect_threads()
+            started_ray = _connect(ray, address, workers, cpus_per_worker or local_cores)
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            n_workers, cpus_each, gpus_each = plan_workers(nodes, device, workers, cpus_per_worker, gpus_per_worker, local_cores)
+            actor_options = dict(num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=-1, max_task_retries=TASK_RETRIES)
+            worker_cls = ray.remote(DetectorWorker).options(**actor_options)
+
+            # A worker without a GPU of its own stays off the node's GPUs.
+            worker_device = device if device != "auto" or gpus_each else "cpu"
+
+            def make_actor() -> Any:
+                return worker_cls.remote(str(weights.resolve()), worker_device, threshold, fast, batch_size, cpus_each)
+
+            resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
+            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, options, finish)
+    except KeyboardInterrupt:
+        for row in rows:
+            if row["status"] is None:
+                row.update(status="failed", output=None, error=f"{row['image']}: interrupted before it finished")
+        _write_report(output, rows)
+        raise
+    finally:
+        bar.close()
+        if started_ray:
+            ray.shutdown()
+
+    report = _write_report(output, rows)
+    wall = time.perf_counter() - started
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
+    print(
+        f"midog batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in {wall:.1f} s "
+        f"({counts['ok'] / wall * 3600:.0f} slides/h, {tiles_done / wall:.2f} tiles/s); report: {report}",
+        file=sys.stderr,
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _dispatch(
+    ray: Any,
+    make_actor: Any,
+    n_workers: int,
+    resources: str,
+    todo: list[int],
+    images: list[Path],
+    targets: list[Path],
+    options: dict[str, Any],
+    finish: Any,
+) -> None:
+    """Hand one slide at a time to each ready worker until every slide has a result.
+
+    A worker gets work only once its model is loaded (its pid() answered), so a worker that
+    the cluster cannot place never holds a slide hostage. A slide whose worker died more
+    than TASK_RETRIES times is recorded as failed and its worker replaced; a worker that
+    cannot even start (bad weights, no device) fails the remaining slides with its error.
+    """
+    queue = list(reversed(todo))
+    pending: dict[Any, tuple[Any, int | None]] = {}  # ref -> (actor, image index or None for start-up)
+    for _ in range(n_workers):
+        actor = make_actor()
+        pending[actor.pid.remote()] = (actor, None)
+    start_error: str | None = None
+    waited = 0.0
+    # Done when no slide is queued or running; workers the cluster never placed are left.
+    while any(i is not None for _, i in pending.values()) or (queue and pending):
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=30)
+        if not done:
+            waited += 30
+            if waited == 120 and not any(i is not None for _, i in pending.values()):
+                print(f"midog batch: no worker has started after {waited:.0f} s: can the cluster place one ({resources})?", file=sys.stderr)
+            continue
+        actor, i = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except ray.exceptions.RayError as exc:
+            if i is None:  # this worker could not start; the others carry on
+                start_error, actor = _last_line(exc), None
+            elif isinstance(exc, ray.exceptions.RayActorError):
+                error = f"{images[i]}: the worker process died on this slide {TASK_RETRIES + 1} times ({_last_line(exc)})"
+                finish(i, {"status": "failed", "error": error, "seconds": None, "tiles": None})
+                ray.kill(actor, no_restart=True)
+                replacement = make_actor()
+                pending[replacement.pid.remote()] = (replacement, None)
+                actor = None
+            else:
+                finish(i, {"status": "failed", "error": f"{images[i]}: {_last_line(exc)}", "seconds": None, "tiles": None})
+        else:
+            if i is not None:
+                finish(i, result)
+        if actor is not None and queue:
+            j = queue.pop()
+            pending[actor.detect.remote(str(images[j]), str(targets[j]), options)] = (actor, j)
+        if not pending:
+            while queue:
+                j = queue.pop()
+                error = f"{images[j]}: not run, no worker could start: {start_error}"
+                finish(j, {"status": "failed", "error": error, "seconds": None, "tiles": None})
+
+
+def _last_line(exc: BaseException) -> str:
+    """Ray's errors carry the remote traceback; its last line is the cause."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "batch",
+        help="detect on many images with Ray workers (local or a cluster); resumable",
+        description=(
+            "Detect mitotic figures on many images with Ray: each worker keeps one detector loaded and "
+            "writes DIR/<image stem>.json, byte for byte what `midog detect` writes. DIR/batch-report.json "
+            "(and .csv) records every image as ok, failed or skipped; a rerun skips images already finished "
+            "with the same input, weights and options. Inputs and DIR must be paths every Ray node sees. "
+            "Needs Ray: pip install \"midog[distributed]\"."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs, or .txt/.csv lists of paths")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for <image stem>.json, the report and fingerprints")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="Ray workers (default: one per GPU of the cluster, else one per node)")
+    p.add_argument("--address", default=None, metavar="ADDR", help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, metavar="F", help="GPUs per worker, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPUs per worker, also its PyTorch threads (default: 1 with a GPU, else all of a node's, as midog detect uses, "
+        "which keeps outputs byte-identical to it; fewer run faster with several workers per node, differing in the last float bit)",
+    )
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the published weights)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when the worker has a GPU), cpu or cuda")
+    p.add_argument("--style", choices=["2021", "2022"], default="2021", help="output style, as in midog detect")
+    p.add_argument("--fast", action="store_true", help="bfloat16/float16 autocast, as in midog detect")
+    p.add_argument("--threshold", type=float, default=None, help="operating point (default: the checkpoint's, else 0.64)")
+    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel for every image, overriding the files")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per batch (default as in midog detect)")
+    tissue = p.add_mutually_exclusive_group()
+    tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
+    tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
+    p.add_argument("--force", action="store_true", help="redo every image, even those already finished")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(
+        run=lambda a: run_batch(
+            a.inputs, a.output, a.weights or default_weights(), a.workers, a.address, a.gpus_per_worker, a.cpus_per_worker,
+            a.device, a.style, a.fast, a.threshold, a.mpp, a.tissue_only, a.batch_size, a.force, a.progress,
+        )
+    )
