@@ -22,14 +22,15 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .detect import Detector, default_weights, detect_to_file
+from .detect import Detector, add_limit_args, default_weights, detect_or_error, limits_from_args
 from .errors import MidogError
-from .output import write_json_atomic
+from .extras import Extras, add_extras_cli, extras_from_args
+from .atomic import write_json_atomic, write_text_atomic
 from .slide import OPENSLIDE_SUFFIXES
 
 # What a folder is searched for: the types `midog detect` reads (TIFF through tifffile,
@@ -177,11 +178,15 @@ class _RecordingDetector(Detector):
 class DetectorWorker:
     """One Ray actor: a loaded detector that runs whole slides, one at a time."""
 
-    def __init__(self, weights: str, device: str, threshold: float | None, fast: bool, batch_size: int | None, threads: int) -> None:
+    def __init__(
+        self, weights: str, device: str, threshold: float | None, fast: bool, batch_size: int | None, threads: int, limits: Any = None
+    ) -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.detector = _RecordingDetector(weights, device, threshold, fast=fast, batch_size=batch_size)
+        if limits is not None:
+            self.detector.limits = limits
 
     def pid(self) -> int:
         return os.getpid()
@@ -191,14 +196,9 @@ class DetectorWorker:
         records it and the worker goes on with the next slide."""
         started = time.perf_counter()
         self.detector.last_info = {}
-        try:
-            detect_to_file(self.detector, Path(image), Path(target), progress=False, **options)
-        except MidogError as exc:
-            error = str(exc)
-        except Exception as exc:  # a reader or library bug on one slide must not stop the cohort
-            error = f"{image}: {type(exc).__name__}: {exc}"
-        else:
-            error = None
+        # The same per-image error handling as `midog detect`: any failure becomes one line
+        # and leaves no earlier output for that image behind.
+        _, error = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
         return {
             "status": "failed" if error else "ok",
             "error": error,
@@ -287,17 +287,7 @@ def _write_report(folder: Path, rows: list[dict[str, Any]]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".batch-report.csv.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path.with_suffix(".csv"))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path.with_suffix(".csv"), buffer.getvalue())
     return path
 
 
@@ -318,6 +308,9 @@ def run_batch(
     batch_size: int | None = None,
     force: bool = False,
     progress: bool = True,
+    extras: "Extras | None" = None,
+    limits: Any = None,
+    time_budget: float | None = None,
 ) -> int:
     """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray."""
     try:
@@ -338,7 +331,12 @@ def run_batch(
     # Everything that changes an output's bytes. detect_to_file's keyword options go in
     # `options`, so a new one (an export format, say) is one more entry here.
     options: dict[str, Any] = {"style": style, "mpp": mpp, "tissue_only": tissue_only}
-    settings = {"options": options, "threshold": threshold, "fast": fast}
+    # Stored as JSON in the fingerprint, so compared in its JSON form (tuples become lists).
+    settings = json.loads(json.dumps({"options": options, "threshold": threshold, "fast": fast, "extras": asdict(extras) if extras else None}))
+    if extras:
+        options["extras"] = extras
+    # Limits and the time budget decide whether an image runs, never its bytes: not in `settings`.
+    options["time_budget"] = time_budget
     weights_sha256 = file_sha256(weights)
     records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings} for p in images]
 
@@ -382,7 +380,7 @@ def run_batch(
             worker_device = device if device != "auto" or gpus_each else "cpu"
 
             def make_actor() -> Any:
-                return worker_cls.remote(str(weights.resolve()), worker_device, threshold, fast, batch_size, cpus_each)
+                return worker_cls.remote(str(weights.resolve()), worker_device, threshold, fast, batch_size, cpus_each, limits)
 
             resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
             _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, options, finish)
@@ -476,6 +474,8 @@ def _last_line(exc: BaseException) -> str:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    from . import options
+
     p = subparsers.add_parser(
         "batch",
         help="detect on many images with Ray workers (local or a cluster); resumable",
@@ -489,12 +489,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs, or .txt/.csv lists of paths")
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for <image stem>.json, the report and fingerprints")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="Ray workers (default: one per GPU of the cluster, else one per node)")
+    p.add_argument("--workers", type=options.positive_int, default=None, metavar="N", help="Ray workers (default: one per GPU of the cluster, else one per node)")
     p.add_argument("--address", default=None, metavar="ADDR", help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray)")
-    p.add_argument("--gpus-per-worker", type=float, default=None, metavar="F", help="GPUs per worker, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--gpus-per-worker", type=options.positive, default=None, metavar="F", help="GPUs per worker, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument(
         "--cpus-per-worker",
-        type=int,
+        type=options.positive_int,
         default=None,
         metavar="N",
         help="CPUs per worker, also its PyTorch threads (default: 1 with a GPU, else all of a node's, as midog detect uses, "
@@ -504,17 +504,20 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when the worker has a GPU), cpu or cuda")
     p.add_argument("--style", choices=["2021", "2022"], default="2021", help="output style, as in midog detect")
     p.add_argument("--fast", action="store_true", help="bfloat16/float16 autocast, as in midog detect")
-    p.add_argument("--threshold", type=float, default=None, help="operating point (default: the checkpoint's, else 0.64)")
-    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel for every image, overriding the files")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per batch (default as in midog detect)")
+    p.add_argument("--threshold", type=options.probability, default=None, help="operating point (default: the checkpoint's, else 0.64)")
+    p.add_argument("--mpp", type=options.mpp, default=None, help="micrometres per pixel for every image, overriding the files")
+    p.add_argument("--batch-size", type=options.positive_int, default=None, help="tiles per batch (default as in midog detect)")
     tissue = p.add_mutually_exclusive_group()
     tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
     tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
     p.add_argument("--force", action="store_true", help="redo every image, even those already finished")
+    add_extras_cli(p)
+    add_limit_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(
         run=lambda a: run_batch(
             a.inputs, a.output, a.weights or default_weights(), a.workers, a.address, a.gpus_per_worker, a.cpus_per_worker,
-            a.device, a.style, a.fast, a.threshold, a.mpp, a.tissue_only, a.batch_size, a.force, a.progress,
+            a.device, a.style, a.fast, a.threshold, a.mpp, a.tissue_only, a.batch_size, a.force, a.progress, extras_from_args(a),
+            limits_from_args(a), a.time_budget,
         )
     )

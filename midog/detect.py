@@ -474,7 +474,6 @@ def run_detect(
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     from . import options
-    from .slide import DEFAULT_LIMITS as L
 
     p = subparsers.add_parser("detect", help="detect mitotic figures and write Multiple points JSON")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -497,17 +496,25 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     from .extras import add_extras_cli, extras_from_args
 
     add_extras_cli(p)
-    g = p.add_argument_group("limits (an image beyond them is refused, the others still run)")
-    g.add_argument("--max-megapixels", type=options.positive, default=L.max_megapixels, help=f"image size (default {L.max_megapixels:g})")
-    g.add_argument("--max-chunk-mb", type=options.positive, default=L.max_chunk_mb, help=f"one decoded TIFF tile or strip (default {L.max_chunk_mb:g})")
-    g.add_argument("--max-memory-mb", type=options.positive, default=L.max_memory_mb, help=f"an image decoded whole, e.g. PNG (default {L.max_memory_mb:g})")
-    g.add_argument("--time-budget", type=options.positive, default=None, metavar="SECONDS", help="stop an image after this long; it becomes that image's error (default: none)")
+    add_limit_args(p)
     p.set_defaults(
         run=lambda a: run_detect(
             a.images, a.weights or default_weights(), a.output, a.threshold, a.mpp, a.device, a.style, a.progress, a.fast, a.batch_size, a.tissue_only, a.compile,
             extras=extras_from_args(a), limits=limits_from_args(a), time_budget=a.time_budget, debug=getattr(a, "debug", False),
         )
     )
+
+
+def add_limit_args(p: argparse.ArgumentParser) -> None:
+    """The per-image limits and time budget, for every command that runs the detector."""
+    from . import options
+    from .slide import DEFAULT_LIMITS as L
+
+    g = p.add_argument_group("limits (an image beyond them is refused, the others still run)")
+    g.add_argument("--max-megapixels", type=options.positive, default=L.max_megapixels, help=f"image size (default {L.max_megapixels:g})")
+    g.add_argument("--max-chunk-mb", type=options.positive, default=L.max_chunk_mb, help=f"one decoded TIFF tile or strip (default {L.max_chunk_mb:g})")
+    g.add_argument("--max-memory-mb", type=options.positive, default=L.max_memory_mb, help=f"an image decoded whole, e.g. PNG (default {L.max_memory_mb:g})")
+    g.add_argument("--time-budget", type=options.positive, default=None, metavar="SECONDS", help="stop an image after this long; it becomes that image's error (default: none)")
 
 
 def limits_from_args(args: argparse.Namespace) -> "Any":

@@ -310,3 +310,13 @@ def test_evaluate_reads_a_batch_folder(first_run) -> None:
 
     _, out = first_run
     assert set(read_predictions(out)) == {"a", "b"}  # not the report, not the fingerprints
+
+
+def test_exports_and_count_equal_midog_detect(ray_session, slides: Path, tmp_path: Path) -> None:
+    """--export and --count go to the workers as they go to `midog detect`: the same files."""
+    image = slides / "a.tiff"
+    extras = ["--export", "csv", "--export", "geojson", "--count"]
+    assert main(["detect", str(image), "-o", str(tmp_path / "detect") + "/", *COMMON, *extras]) == 0
+    assert main(["batch", str(image), "--output", str(tmp_path / "batch"), "--workers", "1", *COMMON, *extras]) == 0
+    for name in ("a.json", "a.csv", "a.geojson", "a.count.json"):
+        assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "detect" / name).read_bytes(), name
