@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -12,18 +13,35 @@ from ..config import TrainConfig
 
 _T = TrainConfig()
 
+# What the demo trainings found about the reference's domain weight (weights/demo-results.md).
+DOMAIN_WEIGHT_NOTE = (
+    "WARNING, domain weight: in earlier demo trainings from random initialisation (no ImageNet "
+    "weights, max LR 1e-3), --domain-weight 1.0, the reference's value, collapsed the detector. Those "
+    "runs used a per-sample domain focal loss, about batch-size times stronger than the reference's "
+    "(now --domain-focal per_sample); with the reference recipe, the default, see weights/demo-results.md."
+)
+
+
+
+def _paragraphs(*texts: str) -> str:
+    """Wrapped paragraphs: argparse's raw formatter keeps the blank line before the warning."""
+    return "\n\n".join(textwrap.fill(t, 88) for t in texts)
+
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train the domain-adversarial RetinaNet on MIDOG-layout data",
-        description=(
-            "Train on MIDOG.json plus its TIFFs (SPEC section 6; defaults are the reference's values). "
+        description=_paragraphs(
+            "Train on MIDOG.json plus its TIFFs; defaults are the reference's values and its exact training "
+            "objective (--recipe reference). "
             "The run folder gets last.pt (resume with --resume), best.pth (loads in `midog detect --weights`, "
             "its threshold is the best mean validation F1), log.csv and curves.png. Model selection: "
             "--select aucpr (paper: best mean validation AUCPR, ties to the higher domain loss) or "
-            "loss (reference code: lowest validation detection minus domain loss)."
+            "loss (reference code: lowest validation detection minus domain loss).",
+            DOMAIN_WEIGHT_NOTE,
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("annotations", type=Path, metavar="MIDOG_JSON", help="MIDOG.json (bbox x1,y1,x2,y2)")
     p.add_argument("--out", "-o", type=Path, required=True, help="run folder (checkpoints, logs)")

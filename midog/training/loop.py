@@ -416,6 +416,9 @@ class Trainer:
             row.update(self.train_epoch())
             t_train = time.perf_counter() - t0
             row["patches_per_s"] = self.steps_per_epoch * cfg.per_scanner * len(self.train_sampler.domains) / t_train
+            # Throughput is known before validation, which can be long (or fail): say it now.
+            print(f"epoch {row['epoch']}: trained in {t_train:.1f} s, {row['patches_per_s']:.1f} patches/s, "
+                  f"loss {row['train_loss']:.4g}", file=sys.stderr, flush=True)
             last = self.epoch + 1 == cfg.epochs
             if (self.epoch + 1) % cfg.val_every == 0 or last:
                 row.update(self.validate())
