@@ -68,7 +68,7 @@ if want compiled; then
     timeout 150 python3 benchmarks/run.py --device cuda --rounds 1 --weights vectors --modes exact+compile,fast+compile --skip-slide --skip-vectors || failed "compiled modes"
 fi
 if want training; then
-    step "training on the GPU"
+    step "training on the GPU (one epoch; the \"patches/s\" line is the figure to record)"
     # evalutils (the validation scorer) imports SimpleITK, which is too big to carry and
     # unused by the scorer: an empty stand-in satisfies the import for this step only.
     mkdir -p /tmp/stub

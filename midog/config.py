@@ -40,6 +40,7 @@ class DetectorConfig:
         return asdict(self)
 
 
+
 REFERENCE = DetectorConfig()
 
 # Official evaluation (docs/reference-algorithm.md#official-metric).
@@ -75,6 +76,13 @@ class TrainConfig:
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25  # negatives 0.25, positives 0.75
     domain_weight: float = 1.0
+    # fastai 1.0.61 fit_one_cycle, which the reference called with max LR 1e-4: cosine
+    # warm-up from max/25 over 30% of the steps, cosine down to max/25e4; AdamW beta1
+    # ("momentum") 0.95 -> 0.85 -> 0.95; decoupled weight decay on every parameter.
+    div_factor: float = 25.0
+    final_div: float = 25e4
+    pct_start: float = 0.3
+    moms: tuple[float, float] = (0.95, 0.85)
     # Augmentation, each with probability 0.5.
     max_rotate_deg: float = 10.0
     max_zoom: float = 2.0
@@ -85,3 +93,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the training objective is computed. The defaults are the reference's, exactly
+    (its quirks included); each field names one deliberate departure.
+
+    - detach_laterals: no detection gradient through the FPN's lateral connections (the
+      reference reads layer2/layer3 through detached hooks); False is the textbook FPN.
+    - detach_focal_weights: the focal factor (1 - pt)^2 * alpha_t is a constant under
+      autograd, as in the reference; False differentiates through it (the focal-loss paper).
+    - normalise: "patch" divides each patch's focal sum by its own max(1, positives), so a
+      labelled patch without boxes adds its raw sum, and averages the patches' (box + class)
+      losses; "batch" divides the batch's sums by the batch's positives (RetinaNet paper).
+    - domain_focal: "batch_mean" applies the focal factor to the batch-mean cross-entropy
+      and divides by the batch size again (the reference, ~1/B as strong); "per_sample"
+      averages a per-sample focal cross-entropy once.
+    """
+
+    name: str = "reference"
+    detach_laterals: bool = True
+    detach_focal_weights: bool = True
+    normalise: str = "patch"
+    domain_focal: str = "batch_mean"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    "reference": Recipe(),
+    "improved": Recipe("improved", detach_laterals=False, detach_focal_weights=False, normalise="batch", domain_focal="per_sample"),
+}

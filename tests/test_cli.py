@@ -34,7 +34,7 @@ def test_detect_with_shared_stems_stops_before_any_work(tmp_path, random_weights
     out = tmp_path / "out"
     code = main(["detect", *map(str, images), "--weights", str(random_weights), "-o", str(out), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # a usage error: refused before any work
     assert err.strip().splitlines() == [
         "midog detect: error: several input images share a file name stem; their outputs would overwrite each other"
     ]

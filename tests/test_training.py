@@ -14,7 +14,7 @@ import torch
 from midog.errors import MidogError
 from midog.training import data as tdata
 from midog.training.augment import AugmentConfig, augment_batch, transform_boxes
-from midog.training.losses import domain_focal_loss, focal_loss, total_loss
+from midog.training.losses import detection_loss, domain_focal_loss, focal_loss, total_loss
 from midog.training.matching import BACKGROUND, IGNORE, build_targets, match, pixel_boxes_to_cthw
 from midog.training.sampler import boxes_in_patch, patch_origin
 
@@ -228,7 +228,7 @@ def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) ->
 
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["sched"]["last_epoch"] == b["sched"]["last_epoch"] == 4
+    assert a["step"] == b["step"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     drop = ("seconds", "patches_per_s")
@@ -255,3 +255,101 @@ def test_cli_registers_train() -> None:
     args = build_parser().parse_args(["train", "x/MIDOG.json", "--out", "r", "--domain-weight", "0", "--amp", "bf16"])
     assert args.domain_weight == 0 and args.epochs == 200 and args.patch_size == 512 and args.per_scanner == 3
     assert args.train_patches == 1500 and args.val_patches == 500 and args.max_lr == 1e-4
+
+
+# ---------------------------------------------------------------------------
+# Recipe: the reference's objective by default, each departure one option away
+# ---------------------------------------------------------------------------
+
+
+def test_focal_weights_are_constants_in_the_reference_recipe() -> None:
+    logits = torch.tensor([-1.0, 0.3, 2.0], requires_grad=True)
+    t = torch.tensor([1.0, 0.0, 1.0])
+    ref = focal_loss(logits, t)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    imp = focal_loss(logits, t, detach_weights=False)
+    (g_imp,) = torch.autograd.grad(imp, logits)
+    assert torch.isclose(ref, imp)  # same value ...
+    assert not torch.allclose(g_ref, g_imp, atol=1e-4)  # ... different gradient
+    p = torch.sigmoid(logits.detach())
+    w = torch.where(t > 0, 0.75 * (1 - p) ** 2, 0.25 * p**2)
+    assert torch.allclose(g_ref, w * (p - t))  # BCE gradient times the constant weight
+
+
+def test_normalisation_and_domain_options() -> None:
+    from midog.config import RECIPES
+
+    torch.manual_seed(0)
+    logits, deltas = torch.randn(3, 10, 2), torch.randn(3, 10, 4)
+    matches = torch.full((3, 10), BACKGROUND)
+    matches[0, :2] = 0  # patch 0: 2 positives; patch 1: 6; patch 2: none (labelled)
+    matches[1, :6] = 0
+    matches[1, 6] = IGNORE
+    targets = torch.randn(3, 10, 4)
+    dom = torch.randn(3, 4) * 3
+    domains, labelled = torch.tensor([0, 1, 2]), torch.tensor([True, True, True])
+    ref = total_loss(logits, deltas, dom, matches, targets, domains, labelled, 1.0)
+    # Reference: each patch normalised by its own positives, the empty one not at all.
+    per = [detection_loss(logits[i], deltas[i], matches[i], targets[i]) for i in range(3)]
+    assert torch.isclose(ref.detection, sum(per) / 3)
+    ce = torch.nn.functional.cross_entropy(dom, domains)
+    assert torch.isclose(ref.domain, 0.25 * (1 - torch.exp(-ce)) ** 2 * ce / 3)
+    assert torch.isclose(ref.total, ref.detection + ref.domain)
+    imp = total_loss(logits, deltas, dom, matches, targets, domains, labelled, 1.0, recipe=RECIPES["improved"])
+    assert torch.isclose(imp.domain, domain_focal_loss(dom, domains, mode="per_sample"))
+    assert torch.isclose(imp.cls_per_patch.sum(), ref.cls_per_patch.sum())  # per-patch values stay reported
+    n = 8
+    cls = logits.new_zeros(())
+    for i in range(3):
+        keep = matches[i] != IGNORE
+        t = torch.zeros(int(keep.sum()), 2)
+        t[:, 0] = (matches[i][keep] >= 0).float()
+        cls = cls + focal_loss(logits[i][keep], t)
+    box = sum(torch.nn.functional.smooth_l1_loss(deltas[i][matches[i] >= 0], targets[i][matches[i] >= 0], reduction="sum") for i in range(2))
+    assert torch.isclose(imp.detection, cls / n + box / (4 * n))
+
+
+def test_recipe_flags_override_one_field() -> None:
+    from midog.config import RECIPES
+    from midog.training.loop import RunConfig, resolve_recipe
+
+    ref = resolve_recipe(RunConfig("x", "y"))
+    assert ref == RECIPES["reference"] and ref.detach_laterals and ref.detach_focal_weights
+    one = resolve_recipe(RunConfig("x", "y", detach_laterals=False))
+    assert not one.detach_laterals and one.domain_focal == "batch_mean" and one.name == "reference+custom"
+    with pytest.raises(MidogError, match="recipe"):
+        resolve_recipe(RunConfig("x", "y", recipe="fancy"))
+
+
+def test_box_kept_only_when_its_centre_is_strictly_inside() -> None:
+    boxes = np.array([[-25, 100, 25, 150], [487, 100, 537, 150], [10, 10, 60, 60]], np.float32)  # centres x 0, 512, 35
+    kept = boxes_in_patch(boxes, 0, 0, 512)
+    assert kept.tolist() == [[10, 10, 60, 60]]
+
+
+def test_empty_patch_is_front_padded_with_the_dummy_box_and_all_background() -> None:
+    from midog.anchors import make_anchors
+    from midog.training.matching import collate_boxes, unpad
+
+    boxes, labels = collate_boxes([np.array([[10, 10, 60, 60], [100, 100, 150, 150]], np.float32), np.zeros((0, 4))], 512)
+    assert labels.tolist() == [[1, 1], [0, 0]]
+    assert boxes[1].tolist() == [[0, 0, 0, 0], [-1, -1, -0.99609375, -0.99609375]]
+    gt, cls = unpad(boxes[1], labels[1])
+    assert len(gt) == 2 and cls.tolist() == [-1, -1]  # the reference keeps every row
+    m, _ = build_targets(make_anchors(tile_size=512), [np.zeros((0, 4))], 512)
+    assert bool((m == BACKGROUND).all())
+    one, _ = collate_boxes([np.array([[10, 10, 60, 60]], np.float32), np.array([[1, 2, 51, 52], [5, 5, 55, 55]], np.float32)], 512)
+    assert one[0, 0].tolist() == [0, 0, 0, 0]  # padding goes in front
+
+
+def test_one_cycle_and_alpha_are_fastai_s() -> None:
+    from midog.training.schedule import OneCycle, grl_alpha
+
+    s = OneCycle(100000, 1e-4)
+    for k, lr, mom in [(0, 4e-6, 0.95), (1000, 4.262949022e-06, 0.9497260948), (30000, 1e-4, 0.85),
+                       (50000, 8.117456540e-05, 0.8688255099), (99999, 4.000503549e-10, 0.9499999999)]:
+        assert math.isclose(s.lr(k), lr, rel_tol=1e-9) and math.isclose(s.momentum(k), mom, rel_tol=1e-9)
+    assert math.isclose(grl_alpha(0, 200), 0.02499479, rel_tol=1e-6)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], betas=(0.9, 0.99))
+    s.apply(opt, 30000)
+    assert opt.param_groups[0]["lr"] == 1e-4 and opt.param_groups[0]["betas"] == (0.85, 0.99)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -12,18 +13,37 @@ from ..config import TrainConfig
 
 _T = TrainConfig()
 
+# What the demo trainings found about the reference's domain weight (weights/demo-results.md).
+DOMAIN_WEIGHT_NOTE = (
+    "WARNING, domain weight: earlier demo trainings from random initialisation collapsed at "
+    "--domain-weight 1.0, the reference's value. They used a per-sample domain focal loss (now "
+    "--domain-focal per_sample, part of --recipe improved), about batch-size times stronger than "
+    "the reference's. With the reference recipe, the default, weight 1.0 trained the synthetic demo "
+    "from random initialisation without collapse (max LR 1e-3, 15 short epochs); with the per-sample "
+    "loss, use about 1/batch size (0.1 worked). Watch the validation AUCPR in log.csv either way."
+)
+
+
+
+def _paragraphs(*texts: str) -> str:
+    """Wrapped paragraphs: argparse's raw formatter keeps the blank line before the warning."""
+    return "\n\n".join(textwrap.fill(t, 88) for t in texts)
+
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train the domain-adversarial RetinaNet on MIDOG-layout data",
-        description=(
-            "Train on MIDOG.json plus its TIFFs (docs/reference-algorithm.md#training-recipe; defaults are the reference's values). "
+        description=_paragraphs(
+            "Train on MIDOG.json plus its TIFFs (the recipe is described in docs/reference-algorithm.md#training-recipe); "
+            "defaults are the reference's values and its exact training objective (--recipe reference). "
             "The run folder gets last.pt (resume with --resume), best.pth (loads in `midog detect --weights`, "
             "its threshold is the best mean validation F1), log.csv and curves.png. Model selection: "
             "--select aucpr (paper: best mean validation AUCPR, ties to the higher domain loss) or "
-            "loss (reference code: lowest validation detection minus domain loss)."
+            "loss (reference code: lowest validation detection minus domain loss).",
+            DOMAIN_WEIGHT_NOTE,
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("annotations", type=Path, metavar="MIDOG_JSON", help="MIDOG.json (bbox x1,y1,x2,y2)")
     p.add_argument("--out", "-o", type=Path, required=True, help="run folder (checkpoints, logs)")
@@ -46,7 +66,24 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--domain-weight", type=float, default=_T.domain_weight, help="0 turns domain adaptation off")
     g.add_argument("--positive-fraction", type=float, default=_T.positive_fraction)
     g.add_argument("--no-augment", dest="augment", action="store_false")
-    g.add_argument("--detach-laterals", action="store_true", help="as the reference: no detection gradient through FPN laterals")
+    g = p.add_argument_group(
+        "recipe",
+        "How the objective is computed. 'reference' (default) is the reference's, exactly: its targets, "
+        "per-patch loss normalisation, batch-mean domain focal loss divided by the batch size, detached "
+        "FPN laterals and focal weights. 'improved' changes all four; each flag below changes one.",
+    )
+    g.add_argument("--recipe", choices=["reference", "improved"], default="reference")
+    g.add_argument("--detach-laterals", dest="detach_laterals", action="store_true", default=None,
+                   help="no detection gradient through the FPN laterals (reference)")
+    g.add_argument("--no-detach-laterals", dest="detach_laterals", action="store_false",
+                   help="detection gradient through the FPN laterals (improved)")
+    g.add_argument("--focal-weights", choices=["detached", "differentiated"], default=None,
+                   help="focal modulating weights constant (reference) or differentiated (improved)")
+    g.add_argument("--normalise", choices=["patch", "batch"], default=None,
+                   help="class loss / each patch's positives, patches averaged (reference) or / the batch's positives (improved)")
+    g.add_argument("--domain-focal", choices=["batch_mean", "per_sample"], default=None,
+                   help="focal factor on the batch-mean cross-entropy, then / batch size (reference) "
+                   "or per sample, averaged once (improved; about batch-size times stronger)")
     g.add_argument("--select", choices=["aucpr", "loss"], default="aucpr")
     g.add_argument("--val-every", type=int, default=1)
     g = p.add_argument_group("machine")
@@ -74,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
         patch_size=args.patch_size, per_scanner=args.per_scanner, train_patches=args.train_patches,
         val_patches=args.val_patches, epochs=args.epochs, max_lr=args.max_lr, weight_decay=args.weight_decay,
         domain_weight=args.domain_weight, positive_fraction=args.positive_fraction, augment=args.augment,
-        detach_laterals=args.detach_laterals, backbone=args.backbone, device=args.device, amp=args.amp,
+        recipe=args.recipe, detach_laterals=args.detach_laterals,
+        detach_focal_weights=None if args.focal_weights is None else args.focal_weights == "detached",
+        normalise=args.normalise, domain_focal=args.domain_focal, backbone=args.backbone, device=args.device, amp=args.amp,
         select=args.select, val_every=args.val_every, seed=args.seed, threads=args.threads,
         cache_images=args.cache_images, progress=args.progress,
     )

@@ -1,5 +1,7 @@
-"""The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW, the GRL alpha schedule,
-validation and model selection each epoch, checkpoints, resume, CSV log and plot.
+"""The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW
+(fastai 1.0.61's schedule, as the reference used), the GRL alpha schedule, validation and
+model selection each epoch, checkpoints, resume, CSV log and plot. The objective is
+`recipe` ("reference" by default, see `Recipe`).
 
 Run folder:
 - `last.pt`: everything needed to continue (model, optimiser, scheduler, scaler, RNG,
@@ -36,8 +38,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config import REFERENCE, TrainConfig
+from ..config import RECIPES, REFERENCE, Recipe, TrainConfig
 from ..errors import MidogError
+from .schedule import OneCycle, grl_alpha
 
 _T = TrainConfig()
 
@@ -63,11 +66,15 @@ class RunConfig:
     max_lr: float = _T.max_lr
     weight_decay: float = _T.weight_decay
     betas: tuple[float, float] = _T.betas
-    pct_start: float = 0.3  # fastai's fit_one_cycle default, which the reference used
+    pct_start: float = _T.pct_start  # fastai's fit_one_cycle default, which the reference used
     domain_weight: float = _T.domain_weight
     positive_fraction: float = _T.positive_fraction
     augment: bool = True
-    detach_laterals: bool = False
+    recipe: str = "reference"  # "reference" or "improved"; the four fields below override it
+    detach_laterals: bool | None = None
+    detach_focal_weights: bool | None = None
+    normalise: str | None = None
+    domain_focal: str | None = None
     backbone: str = "imagenet"  # "imagenet", "none" or a path to a torchvision resnet18 state_dict
     device: str = "auto"
     amp: str = "off"  # off, bf16, fp16, auto
@@ -80,9 +87,54 @@ class RunConfig:
     progress: bool = True
 
 
-def alpha_schedule(progress: float) -> float:
-    """GRL weight: 2 / (1 + exp(-10 p)) - 1, from 0 at the start towards 1."""
-    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+def resolve_recipe(cfg: RunConfig) -> Recipe:
+    """The named recipe with the run's per-field overrides."""
+    if cfg.recipe not in RECIPES:
+        raise MidogError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    over = {k: getattr(cfg, k) for k in ("detach_laterals", "detach_focal_weights", "normalise", "domain_focal") if getattr(cfg, k) is not None}
+    if over.get("normalise", "patch") not in ("patch", "batch"):
+        raise MidogError(f"--normalise must be patch or batch, got {over['normalise']!r}")
+    if over.get("domain_focal", "batch_mean") not in ("batch_mean", "per_sample"):
+        raise MidogError(f"--domain-focal must be batch_mean or per_sample, got {over['domain_focal']!r}")
+    recipe = dataclasses.replace(RECIPES[cfg.recipe], **over)
+    if recipe != RECIPES[cfg.recipe]:
+        recipe = dataclasses.replace(recipe, name=f"{cfg.recipe}+custom")
+    return recipe
+
+
+@dataclass
+class Batch:
+    """A collated training batch: normalised input and the anchors' targets."""
+
+    x: torch.Tensor  # (B, 3, P, P) float32, normalised
+    matches: torch.Tensor  # (B, N) matched box index, BACKGROUND or IGNORE
+    targets: torch.Tensor  # (B, N, 4) encoded box targets (valid where matched)
+    domains: torch.Tensor  # (B,) scanner index
+    labelled: torch.Tensor  # (B,) bool: the patch's scanner has annotations
+    boxes: list[np.ndarray]  # per patch, x1, y1, x2, y2 pixels after augmentation
+
+
+def make_batch(
+    patches: list, anchors: torch.Tensor, size: int, rng: np.random.Generator | None = None, aug: Any = None
+) -> Batch:
+    """Patches -> network input and targets: pixels / 255 (in float64, then float32, as the
+    reference's pil2tensor), optional augmentation, normalisation, matching."""
+    from .augment import augment_batch
+    from .matching import build_targets
+
+    device = anchors.device
+    x = (torch.from_numpy(np.stack([p.pixels for p in patches])).permute(0, 3, 1, 2).double() / 255.0).float()
+    boxes = [p.boxes for p in patches]
+    if aug is not None and aug.enabled:
+        x, boxes = augment_batch(x, boxes, rng, aug)
+    mean = torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)
+    std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
+    matches, targets = build_targets(anchors, boxes, size, REFERENCE, _T.match_fg_iou, _T.match_bg_iou)
+    return Batch(
+        ((x - mean) / std).to(device), matches, targets,
+        torch.tensor([p.domain for p in patches], device=device),
+        torch.tensor([p.labelled for p in patches], device=device), boxes,
+    )
 
 
 def code_version() -> str:
@@ -189,14 +241,14 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(cfg.train_patches / cfg.per_scanner))
 
         torch.manual_seed(cfg.seed)
-        self.model = RetinaNetDA(REFERENCE, detach_laterals=cfg.detach_laterals)
+        self.recipe = resolve_recipe(cfg)
+        self.model = RetinaNetDA(REFERENCE, detach_laterals=self.recipe.detach_laterals)
         self.backbone = init_backbone(self.model, cfg.backbone)
         self.model.to(self.device)
+        # Decoupled weight decay on every parameter (BatchNorm too), as fastai's true_wd/bn_wd.
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=cfg.max_lr, total_steps=cfg.epochs * self.steps_per_epoch, pct_start=cfg.pct_start,
-            base_momentum=0.85, max_momentum=0.95,
-        )
+        self.sched = OneCycle(cfg.epochs * self.steps_per_epoch, cfg.max_lr, pct_start=cfg.pct_start)
+        self.step = 0  # optimiser steps done
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.epoch = 0  # epochs finished
         self.rows: list[dict[str, Any]] = []
@@ -219,6 +271,7 @@ class Trainer:
             "normalisation": {"mean": list(REFERENCE.mean), "std": list(REFERENCE.std), "scale": "pixel / 255"},
             "config": REFERENCE.to_dict(),
             "train": dataclasses.asdict(self.cfg),
+            "recipe": self.recipe.to_dict(),
             "backbone_init": self.backbone,
             "data": self.data_meta,
             "code_version": code_version(),
@@ -232,7 +285,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
+            "step": self.step,
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch,
@@ -245,6 +298,7 @@ class Trainer:
         """What must not change between a run and its resumption."""
         keep = ("patch_size", "per_scanner", "train_patches", "epochs", "max_lr", "seed", "domain_weight", "select")
         return {"data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
+                "recipe": self.recipe.to_dict(),
                 **{k: getattr(self.cfg, k) for k in keep}}
 
     def load(self, path: Path) -> None:
@@ -254,40 +308,27 @@ class Trainer:
             raise MidogError(f"{path}: cannot resume, the run's data or settings differ: {diff}")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
+        self.step = int(state["step"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.rows, self.best = state["epoch"], state["rows"], state["best"]
 
     # -- one epoch -------------------------------------------------------------
 
-    def to_input(self, patches: list, rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, list[np.ndarray]]:
-        from .augment import augment_batch
-
-        x = torch.from_numpy(np.stack([p.pixels for p in patches])).permute(0, 3, 1, 2).float() / 255.0
-        boxes = [p.boxes for p in patches]
-        if augment:
-            x, boxes = augment_batch(x, boxes, rng, self.aug)
-        mean = torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)
-        std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self.device), boxes
-
     def batch_loss(self, patches: list, rng: np.random.Generator, augment: bool, alpha: float):
         from .losses import total_loss
-        from .matching import build_targets
-
-        x, boxes = self.to_input(patches, rng, augment)
-        matches, targets = build_targets(self.anchors, boxes, self.cfg.patch_size, REFERENCE, _T.match_fg_iou, _T.match_bg_iou)
-        domains = torch.tensor([p.domain for p in patches], device=self.device)
-        labelled = torch.tensor([p.labelled for p in patches], device=self.device)
         from .validate import autocast
 
+        b = make_batch(patches, self.anchors, self.cfg.patch_size, rng, self.aug if augment else None)
         with autocast(self.device, self.amp):
             if self.cfg.domain_weight > 0:
-                logits, deltas, dom = self.model.forward_train(x, alpha)
+                logits, deltas, dom = self.model.forward_train(b.x, alpha)
             else:
-                (logits, deltas), dom = self.model(x), None
-        return total_loss(logits, deltas, dom, matches, targets, domains, labelled, self.cfg.domain_weight, _T.focal_gamma, _T.focal_alpha)
+                (logits, deltas), dom = self.model(b.x), None
+        return total_loss(
+            logits, deltas, dom, b.matches, b.targets, b.domains, b.labelled, self.cfg.domain_weight,
+            _T.focal_gamma, _T.focal_alpha, self.recipe,
+        )
 
     def train_epoch(self) -> dict[str, float]:
         from tqdm import tqdm
@@ -295,7 +336,7 @@ class Trainer:
         cfg, epoch = self.cfg, self.epoch
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         torch.manual_seed(cfg.seed * 100003 + epoch)
-        alpha = alpha_schedule(epoch / cfg.epochs)
+        alpha = grl_alpha(epoch, cfg.epochs)
         self.model.train()
         sums = np.zeros(3)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not cfg.progress, leave=False)
@@ -303,13 +344,14 @@ class Trainer:
             parts = self.batch_loss(self.train_sampler.batch(rng), rng, cfg.augment, alpha)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(parts.total).backward()
+            self.sched.apply(self.opt, self.step)
             self.scaler.step(self.opt)
             self.scaler.update()
-            self.sched.step()
+            self.step += 1
             sums += [parts.total.item(), parts.detection.item(), parts.domain.item()]
             bar.set_postfix(loss=f"{parts.total.item():.3f}", det=f"{parts.detection.item():.3f}", dom=f"{parts.domain.item():.3f}")
         n = self.steps_per_epoch
-        return {"alpha": alpha, "lr": self.sched.get_last_lr()[0], "train_loss": sums[0] / n, "train_det": sums[1] / n, "train_dom": sums[2] / n}
+        return {"alpha": alpha, "lr": self.opt.param_groups[0]["lr"], "train_loss": sums[0] / n, "train_det": sums[1] / n, "train_dom": sums[2] / n}
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
@@ -372,6 +414,9 @@ class Trainer:
             row.update(self.train_epoch())
             t_train = time.perf_counter() - t0
             row["patches_per_s"] = self.steps_per_epoch * cfg.per_scanner * len(self.train_sampler.domains) / t_train
+            # Throughput is known before validation, which can be long (or fail): say it now.
+            print(f"epoch {row['epoch']}: trained in {t_train:.1f} s, {row['patches_per_s']:.1f} patches/s, "
+                  f"loss {row['train_loss']:.4g}", file=sys.stderr, flush=True)
             last = self.epoch + 1 == cfg.epochs
             if (self.epoch + 1) % cfg.val_every == 0 or last:
                 row.update(self.validate())

@@ -1,10 +1,13 @@
-"""Detection and domain losses of the reference (docs/reference-algorithm.md#training-recipe).
+"""Detection and domain losses; `Recipe()` (the default) is the reference's objective
+(docs/reference-algorithm.md#training-recipe).
 
-Detection, per labelled image: sigmoid focal loss (gamma 2; positives weighted 0.75,
-negatives 0.25) over both class columns of every non-ignored anchor, summed and divided
-by the number of matched anchors, plus smooth L1 on the encoded deltas of matched
-anchors. Domain: 0.25 * (1 - pt)^2 * cross-entropy, summed over the batch.
-Total = detection sum / n_labelled + domain_weight * domain sum / batch size.
+Reference, per patch: sigmoid focal loss (gamma 2; positives weighted 0.75, negatives
+0.25; the modulating weights are constants under autograd) over both class columns of
+every non-ignored anchor, summed and divided by the patch's own max(1, positives); plus
+smooth L1 (beta 1) on the encoded deltas, the mean over the positives' n_pos x 4 elements
+(0 without positives). Batch: the labelled patches' (box + class) averaged, plus
+domain_weight x the focal factor applied to the batch-mean scanner cross-entropy, divided
+by the batch size again. Each departure is a `Recipe` field (see `midog.config.Recipe`).
 """
 
 from __future__ import annotations
@@ -13,23 +16,60 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
+from ..config import Recipe
 from .matching import IGNORE
+
+REFERENCE_RECIPE = Recipe()
 
 
 @dataclass
 class LossParts:
-    total: torch.Tensor
-    detection: torch.Tensor  # mean over labelled images (0 when none)
-    domain: torch.Tensor  # mean over the batch (0 when the domain branch is off)
+    total: torch.Tensor  # what is backpropagated
+    detection: torch.Tensor  # detection part of the total (0 when no patch is labelled)
+    domain: torch.Tensor  # domain loss as added before domain_weight (0 when off)
+    box_per_patch: torch.Tensor  # (B,) regression loss of every patch, labelled or not
+    cls_per_patch: torch.Tensor  # (B,) normalised focal loss of every patch
 
 
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25, detach_weights: bool = True
+) -> torch.Tensor:
     """Summed sigmoid focal loss; `alpha` weights negatives, 1 - alpha positives."""
-    p = torch.sigmoid(logits)
-    pt = p * targets + (1 - p) * (1 - targets)
-    weight = ((1 - alpha) * targets + alpha * (1 - targets)) * (1 - pt).pow(gamma)
-    return (weight * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")).sum()
+    if not detach_weights:
+        # torchvision's alpha weights the positives, and its modulating factor is
+        # differentiated; same value as below, different gradient (the focal-loss paper's).
+        return sigmoid_focal_loss(logits, targets, alpha=1 - alpha, gamma=gamma, reduction="sum")
+    with torch.no_grad():  # the reference wraps these weights in Variable(): constants
+        p = torch.sigmoid(logits)
+        pt = p * targets + (1 - p) * (1 - targets)
+        weight = ((1 - alpha) * targets + alpha * (1 - targets)) * (1 - pt).pow(gamma)
+    return F.binary_cross_entropy_with_logits(logits, targets, weight, reduction="sum")
+
+
+def patch_losses(
+    class_logits: torch.Tensor,
+    box_deltas: torch.Tensor,
+    matches: torch.Tensor,
+    box_targets: torch.Tensor,
+    gamma: float = 2.0,
+    alpha: float = 0.25,
+    detach_weights: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One patch: (box loss mean, box loss sum, focal sum, n positives)."""
+    fg = matches >= 0
+    keep = matches != IGNORE
+    n_fg = int(fg.sum())
+    if n_fg:
+        box_mean = F.smooth_l1_loss(box_deltas[fg], box_targets[fg])
+        box_sum = F.smooth_l1_loss(box_deltas[fg], box_targets[fg], reduction="sum")
+    else:
+        box_mean = box_sum = box_deltas.sum() * 0
+    one_hot = torch.zeros_like(class_logits[keep])
+    one_hot[fg[keep], 0] = 1.0  # only column 0, the mitotic figure, is ever positive
+    cls_sum = focal_loss(class_logits[keep], one_hot, gamma, alpha, detach_weights)
+    return box_mean, box_sum, cls_sum, n_fg
 
 
 def detection_loss(
@@ -40,22 +80,26 @@ def detection_loss(
     gamma: float = 2.0,
     alpha: float = 0.25,
 ) -> torch.Tensor:
-    """One image: class logits (N, C), deltas (N, 4), matches (N,), targets (N, 4)."""
-    fg = matches >= 0
-    keep = matches != IGNORE
-    n_fg = int(fg.sum())
-    box = F.smooth_l1_loss(box_deltas[fg], box_targets[fg]) if n_fg else box_deltas.sum() * 0
-    one_hot = torch.zeros_like(class_logits[keep])
-    one_hot[fg[keep], 0] = 1.0  # only column 0, the mitotic figure, is ever positive
-    cls = focal_loss(class_logits[keep], one_hot, gamma, alpha) / max(1, n_fg)
-    return box + cls
+    """One patch, the reference's way: box mean + focal sum / max(1, positives)."""
+    box, _, cls, n_fg = patch_losses(class_logits, box_deltas, matches, box_targets, gamma, alpha)
+    return box + cls / max(1, n_fg)
 
 
-def domain_focal_loss(domain_logits: torch.Tensor, domains: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
-    """Summed focal cross-entropy of the scanner classifier."""
-    ce = F.cross_entropy(domain_logits, domains, reduction="none")
-    pt = torch.exp(-ce)
-    return (alpha * (1 - pt).pow(gamma) * ce).sum()
+def domain_focal_loss(
+    domain_logits: torch.Tensor, domains: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25, mode: str = "batch_mean"
+) -> torch.Tensor:
+    """Focal cross-entropy of the scanner classifier.
+
+    "batch_mean" (the reference): alpha (1 - exp(-ce))^gamma ce of the batch-MEAN ce.
+    "per_sample": the same factor per sample, averaged over the batch.
+    """
+    if mode == "batch_mean":
+        ce = F.cross_entropy(domain_logits, domains)
+    elif mode == "per_sample":
+        ce = F.cross_entropy(domain_logits, domains, reduction="none")
+    else:
+        raise ValueError(f"domain_focal must be batch_mean or per_sample, got {mode!r}")
+    return (alpha * (1 - torch.exp(-ce)).pow(gamma) * ce).mean()
 
 
 def total_loss(
@@ -69,15 +113,30 @@ def total_loss(
     domain_weight: float = 1.0,
     gamma: float = 2.0,
     alpha: float = 0.25,
+    recipe: Recipe = REFERENCE_RECIPE,
 ) -> LossParts:
-    """The reference's batch loss; losses are computed in float32 whatever the autocast."""
+    """The batch loss; computed in float32 whatever the autocast."""
     class_logits, box_deltas = class_logits.float(), box_deltas.float()
-    det = class_logits.new_zeros(())
+    box_means, box_sums, cls_sums, n_pos = [], [], [], []
+    for i in range(class_logits.shape[0]):
+        bm, bs, cs, n = patch_losses(class_logits[i], box_deltas[i], matches[i], box_targets[i], gamma, alpha, recipe.detach_focal_weights)
+        box_means.append(bm), box_sums.append(bs), cls_sums.append(cs), n_pos.append(n)
+    cls_norm = torch.stack([c / max(1, n) for c, n in zip(cls_sums, n_pos)])
+    box_mean = torch.stack(box_means)
     idx = torch.nonzero(labelled).flatten().tolist()
-    for i in idx:
-        det = det + detection_loss(class_logits[i], box_deltas[i], matches[i], box_targets[i], gamma, alpha)
-    det = det / max(1, len(idx))
-    dom = class_logits.new_zeros(())
+    zero = class_logits.new_zeros(())
+    if not idx:
+        det = zero
+    elif recipe.normalise == "patch":
+        det = sum(((box_mean[i] + cls_norm[i]) for i in idx), zero) / len(idx)
+    elif recipe.normalise == "batch":
+        n = max(1, sum(n_pos[i] for i in idx))
+        det = sum((cls_sums[i] for i in idx), zero) / n + sum((box_sums[i] for i in idx), zero) / (4 * n)
+    else:
+        raise ValueError(f"normalise must be patch or batch, got {recipe.normalise!r}")
+    dom = zero
     if domain_logits is not None:
-        dom = domain_focal_loss(domain_logits.float(), domains, gamma, alpha) / domain_logits.shape[0]
-    return LossParts(det + domain_weight * dom, det.detach(), dom.detach())
+        dom = domain_focal_loss(domain_logits.float(), domains, gamma, alpha, recipe.domain_focal)
+        if recipe.domain_focal == "batch_mean":
+            dom = dom / domain_logits.shape[0]  # the reference divides by the batch size again
+    return LossParts(det + domain_weight * dom, det.detach(), dom.detach(), box_mean.detach(), cls_norm.detach())

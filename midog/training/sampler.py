@@ -33,12 +33,13 @@ def patch_origin(record: ImageRecord, size: int, rng: np.random.Generator, posit
 
 
 def boxes_in_patch(boxes: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
-    """Boxes whose centre lies inside the patch, shifted to it and clipped to its edges."""
+    """Boxes whose centre lies strictly inside the patch (0 < c < size, the reference's
+    test: a centre on the edge belongs to neither patch), shifted and clipped to the patch."""
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float32)
     shifted = boxes - np.array([x, y, x, y], np.float32)
     cx, cy = (shifted[:, 0] + shifted[:, 2]) / 2, (shifted[:, 1] + shifted[:, 3]) / 2
-    keep = (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)
+    keep = (cx > 0) & (cx < size) & (cy > 0) & (cy < size)
     return np.clip(shifted[keep], 0, size).astype(np.float32)
 
 
