@@ -150,8 +150,8 @@ def find_weights(explicit: Path | None, model_dir: Path, baked_dir: Path | None 
 
 def manifest_threshold(weights: Path) -> float | None:
     """The operating point from the model manifest beside the weights (model/manifest.json,
-    which travels in the model tarball), when it describes these weights. A manifest whose
-    blob hash does not match the file is ignored with a warning."""
+    which travels in the model tarball), when it lists these weights by name with their git
+    blob hash. A manifest whose hash does not match the file is ignored with a warning."""
     manifest = weights.parent / MODEL_MANIFEST
     if not manifest.is_file():
         return None
@@ -162,12 +162,16 @@ def manifest_threshold(weights: Path) -> float | None:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log(f"warning: ignoring {manifest}: {type(exc).__name__}: {exc}")
         return None
-    if weights.name in blobs:
-        actual = git_blob_sha1(weights)
-        if actual != blobs[weights.name]:
-            log(f"warning: ignoring {manifest}: {weights.name} has blob {actual}, the manifest says {blobs[weights.name]}")
-            return None
-        log(f"{weights.name}: blob {actual}, as {manifest} says")
+    if weights.name not in blobs:
+        # The manifest describes other weights (say, a trained checkpoint put beside the
+        # published one's manifest): its operating point is not theirs.
+        log(f"note: {manifest} does not list {weights.name}; not using its operating point")
+        return None
+    actual = git_blob_sha1(weights)
+    if actual != blobs[weights.name]:
+        log(f"warning: ignoring {manifest}: {weights.name} has blob {actual}, the manifest says {blobs[weights.name]}")
+        return None
+    log(f"{weights.name}: blob {actual}, as {manifest} says")
     if point is None:
         return None
     if not isinstance(point, (int, float)) or not 0 <= point <= 1:

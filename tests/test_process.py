@@ -308,11 +308,35 @@ def test_model_manifest_gives_the_operating_point_when_its_hash_matches(tmp_path
     manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [{**entry, "blob": "0" * 40}]}))
     assert process.manifest_threshold(weights) is None
     assert "ignoring" in capsys.readouterr().err
-    manifest.write_text(json.dumps({"operating_point": "high"}))
+    manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [{**entry, "dest": "RetinaNetDA.pth"}]}))
+    other = tmp_path / "trained.pt"
+    other.write_bytes(b"other weights")
+    assert process.manifest_threshold(other) is None  # not listed: its own operating point applies
+    manifest.write_text(json.dumps({"operating_point": "high", "artefacts": [entry]}))
     assert process.manifest_threshold(weights) is None
     # The project's own model/manifest.json describes the published weights at 0.64.
     ours = json.loads((ROOT / "model" / "manifest.json").read_text())
     assert ours["operating_point"] == 0.64 and ours["artefacts"][0]["dest"] == "RetinaNetDA.pth"
+
+
+def test_model_manifest_operating_point_is_applied(tmp_path: Path, vectors_dir: Path, vector_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model folder as the tarball delivers it (checkpoint + manifest.json): the manifest's
+    operating point decides which candidates are mitotic figures."""
+    from midog.fetch import git_blob_sha1
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(vector_weights, model_dir / "RetinaNetDA.pth")
+    entry = {"name": "weights", "dest": "RetinaNetDA.pth", "url": "https://example.org/w", "blob": git_blob_sha1(vector_weights)}
+    (model_dir / "manifest.json").write_text(json.dumps({"operating_point": 0.99, "artefacts": [entry]}))
+    input_dir, output_dir = tmp_path / "in", tmp_path / "out"
+    input_dir.mkdir()
+    shutil.copy(vectors_dir / f"{SMALL}.tiff", input_dir)
+    assert process.main(["--input", str(input_dir), "--output", str(output_dir), "--model-dir", str(model_dir)]) == 0
+    assert "threshold 0.99," in capsys.readouterr().err
+    got = [p["point"] for p in json.loads((output_dir / process.RESULT_FILE).read_text())["points"]]
+    candidates = json.loads(expected(vectors_dir, SMALL, "2022"))["points"]
+    assert got == [p["point"] for p in candidates if p["probability"] > 0.99] and got
 
 
 def test_device_cuda_without_cuda_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
