@@ -59,7 +59,7 @@ for f in test/007.tiff "$EXPECTED"; do
         exit 2
     fi
 done
-if ! compgen -G "model/*.pth" >/dev/null; then
+if ! compgen -G "model/*.pth" >/dev/null && ! compgen -G "model/*.pt" >/dev/null && ! compgen -G "model/*.ckpt" >/dev/null; then
     echo "test.sh: model/ holds no checkpoint: run ./build.sh first (it fetches the weights)" >&2
     exit 2
 fi
