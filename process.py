@@ -83,8 +83,8 @@ def find_layout(input_dir: Path) -> tuple[str, Path]:
     """The input layout and its image folder:
 
     - ("2025", socket folder) when `inputs.json` lists an image socket (the platform's
-      current sockets file): the `relative_path` of the ROI socket, else of the first image
-      socket whose folder exists;
+      current sockets file): the first existing `relative_path` folder, the ROI socket's
+      (slug histopathology-region-of-interest-cropout) tried first;
     - ("2022", `images/histopathology-roi-cropout/`) when only that folder exists, or when
       `inputs.json` cannot be read (with a warning);
     - ("2021", the input folder) otherwise: every image under it.
