@@ -70,7 +70,7 @@ echo "user: $("$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["OCIv1"
 mapfile -t ENTRY < <("$PYTHON" -c 'import json, sys; print("\n".join(json.load(sys.stdin)["OCIv1"]["config"]["Entrypoint"]))' <<<"$CONFIG")
 echo "entry point: ${ENTRY[*]}"
 
-step "inputs: $VECTOR in both layouts; reference-vector weights as the /opt/ml/model upload"
+step "inputs: $VECTOR in the 2021, 2022 and 2025 layouts; reference-vector weights as the /opt/ml/model upload"
 mkdir -p "$WORK/model" "$WORK/in2021" "$WORK/in2022/images/histopathology-roi-cropout" "$WORK/in2025/images/histopathology-roi-cropout" \
     "$WORK/out2021" "$WORK/out2022" "$WORK/out2025"
 PYTHONPATH="$ROOT/tests" "$PYTHON" -c '
