@@ -1,5 +1,5 @@
 """Grand Challenge entry point: `python -m process` (the container) or
-`python process.py --input DIR --output DIR [--weights FILE] [--threshold T]` (local use).
+`python process.py --input DIR --output DIR [--weights FILE] [--model-dir DIR] [--threshold T]` (local use).
 
 An evalutils `DetectionAlgorithm` around the detection core (`midog.detect.Detector`); it
 finds the images, calls the core on each and writes the results. It never re-implements
@@ -24,20 +24,34 @@ from evalutils import DetectionAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
-from midog.detect import PUBLISHED_WEIGHTS, Detector, remove_stale_temp
+from midog.detect import Detector, remove_stale_temp
+from midog.device import describe_runtime, pick_device
 from midog.errors import MidogError, image_error_line
+from midog.fetch import git_blob_sha1, published_weights
 from midog.options import check_positive, check_probability, checked
 from midog.options import positive as positive_arg
 from midog.options import probability as probability_arg
-from midog.output import STYLES, write_json_atomic
+from midog.output import STYLES as CORE_STYLES
+from midog.output import write_json_atomic
 from midog.slide import DEFAULT_LIMITS, OPENSLIDE_SUFFIXES, Limits
 
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")
 # Grand Challenge extracts an algorithm's uploaded model tarball here; it beats the baked-in weights.
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
-# The 2022+ interface "Histopathology Region of Interest Cropout" puts its image here.
+# The project's model/ folder (the content of that tarball), beside this file: in the image
+# /opt/app/model/, baked in so that an image uploaded without a model tarball still works.
+BAKED_MODEL_DIR = Path(__file__).resolve().parent / "model"
+MODEL_MANIFEST = "manifest.json"  # beside the checkpoint: its operating point and blob hash
+PUBLISHED_NAME = "RetinaNetDA.pth"
+# The interface "Histopathology Region of Interest Cropout" (2022 and 2025) puts its image here;
+# in 2025 /input/inputs.json names it as the socket with this slug.
 ROI_FOLDER = Path("images/histopathology-roi-cropout")
+ROI_SLUG = "histopathology-region-of-interest-cropout"
+# Output styles: the core's 2021 and 2022 ones, and 2025 = 2022 plus the top-level name that
+# the MIDOG 2025 template writes.
+STYLES = (*CORE_STYLES, "2025")
+POINTS_NAME = "Points of interest"
 RESULT_FILE = "mitotic-figures.json"  # what the platform reads: one "Multiple points" dict
 CASES_FILE = "results.json"  # every image's result or error, so none is lost with several images
 IMAGE_SUFFIXES = {".tif", ".tiff", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp"} | OPENSLIDE_SUFFIXES
@@ -69,46 +83,104 @@ class ImageFileLoader(FileLoader):
 
 
 def find_layout(input_dir: Path) -> tuple[str, Path]:
-    """("2021", input_dir) for the 2021 interface (every image under the input folder), or
-    ("2022", image folder) for the 2022+ one: the folder that `inputs.json` names for its
-    image interface, else `images/histopathology-roi-cropout/`."""
+    """The input layout and its image folder:
+
+    - ("2025", socket folder) when `inputs.json` lists an image socket (the platform's
+      current sockets file): the first existing `relative_path` folder, the ROI socket's
+      (slug histopathology-region-of-interest-cropout) tried first;
+    - ("2022", `images/histopathology-roi-cropout/`) when only that folder exists, or when
+      `inputs.json` cannot be read (with a warning);
+    - ("2021", the input folder) otherwise: every image under it.
+    """
     inputs_json = input_dir / "inputs.json"
     roi = input_dir / ROI_FOLDER
     if not inputs_json.is_file():
         return ("2022", roi) if roi.is_dir() else ("2021", input_dir)
     try:
         entries = json.loads(inputs_json.read_text())
-        folders = [
-            input_dir / e["interface"]["relative_path"]
+        sockets = [
+            e["interface"]
             for e in entries
             if e.get("interface", {}).get("kind") == "Image" and e["interface"].get("relative_path")
         ]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log(f"warning: cannot read {inputs_json} ({type(exc).__name__}: {exc}); looking in {ROI_FOLDER}/")
         return "2022", roi
-    for folder in folders:
-        if folder.is_dir():
-            return "2022", folder
-    return "2022", roi
+    if not sockets:
+        log(f"warning: {inputs_json} lists no image socket; looking in {ROI_FOLDER}/")
+        return "2022", roi
+    # The ROI socket first; then any image socket whose folder is there.
+    sockets.sort(key=lambda socket: socket.get("slug") != ROI_SLUG)
+    folders = [input_dir / socket["relative_path"] for socket in sockets]
+    return "2025", next((f for f in folders if f.is_dir()), folders[0])
 
 
-def find_weights(explicit: Path | None, model_dir: Path) -> Path:
-    """--weights, else the one checkpoint in the platform's model folder, else the baked-in weights."""
+def checkpoint_in(folder: Path) -> Path | None:
+    """The checkpoint (*.pth, *.pt, *.ckpt, searched recursively) in a model folder: the only
+    one, or the one named RetinaNetDA.pth among several; None when there is none."""
+    if not folder.is_dir():
+        return None
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+    named = [p for p in found if p.name == PUBLISHED_NAME]
+    if len(found) == 1 or len(named) == 1:
+        return (named or found)[0]
+    if found:
+        listed = ", ".join(str(p) for p in found)
+        raise MidogError(f"{folder} holds several checkpoints ({listed}); keep one, or name it {PUBLISHED_NAME}")
+    return None
+
+
+def find_weights(explicit: Path | None, model_dir: Path, baked_dir: Path | None = None) -> tuple[Path, str]:
+    """(weights, where they come from): --weights, else the checkpoint in the platform's model
+    folder, else the one baked into the image (model/ beside this file), else the published
+    weights where `midog fetch` puts them."""
     if explicit is not None:
         if not explicit.is_file():
             raise MidogError(f"{explicit}: weights file not found")
-        return explicit
-    if model_dir.is_dir():
-        found = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
-        named = [p for p in found if p.name == PUBLISHED_WEIGHTS.name]
-        if len(found) == 1 or len(named) == 1:
-            return (named or found)[0]
-        if found:
-            listed = ", ".join(str(p) for p in found)
-            raise MidogError(f"{model_dir} holds several checkpoints ({listed}); keep one, or name it {PUBLISHED_WEIGHTS.name}")
-    if not PUBLISHED_WEIGHTS.is_file():
-        raise MidogError(f"no weights: {model_dir} has no checkpoint and {PUBLISHED_WEIGHTS} is missing (run `midog fetch`)")
-    return PUBLISHED_WEIGHTS
+        return explicit, "--weights"
+    found = checkpoint_in(model_dir)
+    if found is not None:
+        return found, f"the platform's model folder {model_dir}"
+    baked_dir = BAKED_MODEL_DIR if baked_dir is None else baked_dir
+    found = checkpoint_in(baked_dir)
+    if found is not None:
+        return found, f"baked in ({baked_dir}); {model_dir} has no checkpoint"
+    published = published_weights()
+    if published.is_file():
+        return published, f"the published weights fetched by `midog fetch`; {model_dir} and {baked_dir} have no checkpoint"
+    raise MidogError(f"no weights: neither {model_dir} nor {baked_dir} has a checkpoint and {published} is missing (run ./build.sh or `midog fetch`)")
+
+
+def manifest_threshold(weights: Path) -> float | None:
+    """The operating point from the model manifest beside the weights (model/manifest.json,
+    which travels in the model tarball), when it lists these weights by name with their git
+    blob hash. A manifest whose hash does not match the file is ignored with a warning."""
+    manifest = weights.parent / MODEL_MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+        point = data.get("operating_point")
+        blobs = {Path(a["dest"]).name: a["blob"].lower() for a in data.get("artefacts", [])}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log(f"warning: ignoring {manifest}: {type(exc).__name__}: {exc}")
+        return None
+    if weights.name not in blobs:
+        # The manifest describes other weights (say, a trained checkpoint put beside the
+        # published one's manifest): its operating point is not theirs.
+        log(f"note: {manifest} does not list {weights.name}; not using its operating point")
+        return None
+    actual = git_blob_sha1(weights)
+    if actual != blobs[weights.name]:
+        log(f"warning: ignoring {manifest}: {weights.name} has blob {actual}, the manifest says {blobs[weights.name]}")
+        return None
+    log(f"{weights.name}: blob {actual}, as {manifest} says")
+    if point is None:
+        return None
+    if not isinstance(point, (int, float)) or not 0 <= point <= 1:
+        log(f"warning: ignoring {manifest}: operating_point {point!r} is not a number in [0, 1]")
+        return None
+    return float(point)
 
 
 class MitoticFigureDetection(DetectionAlgorithm):
@@ -122,6 +194,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         device: str = "auto",
         limits: Limits | None = None,
         time_budget: float | None = None,
+        weights_source: str = "",
     ) -> None:
         # process.py has no spacing option; its refusals name its own environment variables.
         self.limits = limits or process_limits()
@@ -132,6 +205,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         self.image_dir = image_dir
         self.style = layout if style == "auto" else style
         self.weights = weights
+        self.weights_source = weights_source
         self.threshold = threshold
         self.device = device
         self.detector: Detector | None = None
@@ -160,7 +234,8 @@ class MitoticFigureDetection(DetectionAlgorithm):
         remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
         self.detector = Detector(self.weights, self.device, self.threshold)
         self.detector.limits = self.limits
-        log(f"weights {self.weights}, threshold {self.detector.threshold:g}, device {self.detector.device}")
+        source = f" ({self.weights_source})" if self.weights_source else ""
+        log(f"weights {self.weights}{source}, threshold {self.detector.threshold:g}, device {self.detector.device}")
         self.process_cases()
         self.save()
         return sum(1 for case in self._case_results if case["error"] is not None)
@@ -170,6 +245,8 @@ class MitoticFigureDetection(DetectionAlgorithm):
         # Returns the "Multiple points" dict rather than a DataFrame, since save() writes it.
         assert self.detector is not None
         deadline = time.monotonic() + self.time_budget if self.time_budget else None
+        if self.style == "2025":
+            return {"name": POINTS_NAME, **self.detector.points_json(input_image, style="2022", deadline=deadline)}
         return self.detector.points_json(input_image, style=self.style, deadline=deadline)
 
     def process_case(self, *, idx: int, case: Any) -> dict[str, Any]:
@@ -237,21 +314,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="process", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", type=Path, default=DEFAULT_INPUT, help=f"input folder (default {DEFAULT_INPUT})")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"output folder (default {DEFAULT_OUTPUT})")
-    p.add_argument("--weights", type=Path, default=None, help=f"weights file (default: the checkpoint in --model-dir, else {PUBLISHED_WEIGHTS})")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help=f"weights file (default: the checkpoint in --model-dir, else the one in {BAKED_MODEL_DIR}, else the published weights of `midog fetch`)",
+    )
     p.add_argument(
         "--model-dir",
         type=Path,
         default=Path(os.environ.get("MIDOG_MODEL_DIR") or DEFAULT_MODEL_DIR),
         help=f"the platform's model folder (env MIDOG_MODEL_DIR, default {DEFAULT_MODEL_DIR})",
     )
-    p.add_argument("--threshold", type=probability_arg, default=None, help="operating point (env MIDOG_THRESHOLD; default: the checkpoint's, else 0.64)")
+    p.add_argument(
+        "--threshold",
+        type=probability_arg,
+        default=None,
+        help="operating point (env MIDOG_THRESHOLD; default: the model manifest's beside the weights, else the checkpoint's, else 0.64)",
+    )
     p.add_argument(
         "--style",
         choices=("auto", *STYLES),
         default=os.environ.get("MIDOG_OUTPUT_STYLE") or "auto",
-        help="output style (env MIDOG_OUTPUT_STYLE): auto = 2021 for the 2021 layout, 2022 for the 2022+ layout",
+        help="output style (env MIDOG_OUTPUT_STYLE): auto = the input layout's (2021, 2022, or 2025 for an inputs.json socket)",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument(
+        "--device",
+        default=os.environ.get("MIDOG_DEVICE") or "auto",
+        help="auto (CUDA when PyTorch can use it, else the CPU, loudly when a GPU is present but unusable), "
+        "cpu, or cuda[:N], which exits 2 rather than fall back (env MIDOG_DEVICE)",
+    )
     p.add_argument(
         "--time-budget", type=positive_arg, default=None, metavar="SECONDS",
         help="stop an image after this long, as that image's error, and go on (env MIDOG_TIME_BUDGET; default: none)",
@@ -265,14 +357,21 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(verbose=bool(os.environ.get("MIDOG_VERBOSE")), debug=bool(os.environ.get("MIDOG_DEBUG")))
     if args.style not in ("auto", *STYLES):
-        print(f"process: error: MIDOG_OUTPUT_STYLE must be auto, 2021 or 2022, not {args.style!r}", file=sys.stderr)
+        print(f"process: error: MIDOG_OUTPUT_STYLE must be one of auto, {', '.join(STYLES)}, not {args.style!r}", file=sys.stderr)
         return 2
     try:
+        # First, so that the log says where it runs whatever happens next.
+        device = pick_device(args.device)
+        log(describe_runtime(device))
         threshold = args.threshold if args.threshold is not None else env_threshold()
         budget = args.time_budget if args.time_budget is not None else env_number("MIDOG_TIME_BUDGET", None)
         limits = process_limits()
-        weights = find_weights(args.weights, args.model_dir)
-        algorithm = MitoticFigureDetection(args.input, args.output, weights, args.style, threshold, args.device, limits, budget)
+        weights, source = find_weights(args.weights, args.model_dir)
+        if threshold is None:
+            threshold = manifest_threshold(weights)
+        algorithm = MitoticFigureDetection(
+            args.input, args.output, weights, args.style, threshold, str(device), limits=limits, time_budget=budget, weights_source=source
+        )
         failed = algorithm.process()
     except MidogError as exc:
         print(f"process: error: {exc}", file=sys.stderr)

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs the built image on the reference test image as Grand Challenge would (no network,
-# limited memory, all capabilities dropped, no privilege escalation, read-only /input) and
-# compares /output/mitotic-figures.json with the reference's expected output (exact JSON
-# equality for 2021, as the reference's own test does; see container/compare_json.py).
+# Runs the built image on the reference test image as Grand Challenge's own test script does
+# (--platform linux/amd64, no network, --gpus all where an NVIDIA runtime exists, input
+# read-only, model/ mounted read-only at /opt/ml/model, memory cap), hardened further (all
+# capabilities dropped, no privilege escalation), and compares /output/mitotic-figures.json
+# with the reference's expected output (container/compare_json.py). Then runs it again
+# without the model mount, on the weights baked into the image. Each run's log must name the
+# weights it used.
 #   ./test.sh          2021 interface: test/ mounted as /input, compared with test/expected_output.json
-#   ./test.sh 2022     2022+ interface: 007.tiff under images/histopathology-roi-cropout/,
+#   ./test.sh 2022     2022 interface: 007.tiff under images/histopathology-roi-cropout/,
 #                      compared with test/expected_output_2022.json
+#   ./test.sh 2025     2025 interface: the same folder named by /input/inputs.json; the 2022
+#                      expected output plus the top-level "name": "Points of interest"
 # Environment: IMAGE (default midog-da-retinanet), MEMORY (default 16g), SHM_SIZE (default 2g).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,22 +23,33 @@ LAYOUT=${1:-2021}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+COMPARE=()
 case "$LAYOUT" in
     2021)
         INPUT=$PWD/test
         EXPECTED=test/expected_output.json
         TOLERANCE=0
         ;;
-    2022)
+    2022 | 2025)
         INPUT=$WORK/input
         EXPECTED=test/expected_output_2022.json
         TOLERANCE=1e-4
         mkdir -p "$INPUT/images/histopathology-roi-cropout"
         cp test/007.tiff "$INPUT/images/histopathology-roi-cropout/"
+        if [ "$LAYOUT" = 2025 ]; then
+            # The sockets file in the shape Grand Challenge writes it.
+            cat >"$INPUT/inputs.json" <<'JSON'
+[{"pk": 1, "file": null, "value": null, "image": {"pk": "00000000-0000-0000-0000-000000000007", "name": "007.tiff"},
+  "interface": {"pk": 1, "kind": "Image", "slug": "histopathology-region-of-interest-cropout",
+                "title": "Histopathology Region of Interest Cropout", "super_kind": "Image",
+                "relative_path": "images/histopathology-roi-cropout"}}]
+JSON
+            COMPARE=(--name "Points of interest")
+        fi
         chmod -R a+rX "$INPUT"
         ;;
     *)
-        echo "usage: $0 [2021|2022]" >&2
+        echo "usage: $0 [2021|2022|2025]" >&2
         exit 2
         ;;
 esac
@@ -43,45 +59,71 @@ for f in test/007.tiff "$EXPECTED"; do
         exit 2
     fi
 done
-
-# The container's user (uid 10001) must be able to write the results.
-OUTPUT=$WORK/output
-mkdir -p "$OUTPUT"
-chmod 777 "$OUTPUT"
+if ! compgen -G "model/*.pth" >/dev/null && ! compgen -G "model/*.pt" >/dev/null && ! compgen -G "model/*.ckpt" >/dev/null; then
+    echo "test.sh: model/ holds no checkpoint: run ./build.sh first (it fetches the weights)" >&2
+    exit 2
+fi
+chmod -R a+rX model
 
 GPU=()
 if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia; then
     GPU=(--gpus all)
 else
-    echo "test.sh: no NVIDIA container runtime: running on the CPU (a few minutes)"
+    echo "test.sh: no NVIDIA container runtime: running on the CPU (a few minutes per run)"
 fi
 
-status=0
-docker run --rm ${GPU[@]+"${GPU[@]}"} \
-    --network none \
-    --memory "$MEMORY" --memory-swap "$MEMORY" \
-    --shm-size "$SHM_SIZE" \
-    --cap-drop ALL \
-    --security-opt no-new-privileges \
-    --volume "$INPUT:/input:ro" \
-    --volume "$OUTPUT:/output" \
-    "$IMAGE" || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "test.sh: FAIL: the container exited with status $status"
-    exit 1
-fi
+# run_image ID NAME WEIGHTS_PATTERN [docker run options]: one run, its output compared with
+# the expected one and its log searched for where the weights came from.
+failures=0
+run_image() {
+    local id=$1 name=$2 pattern=$3
+    shift 3
+    local output=$WORK/output-$id log=$WORK/log-$id status=0
+    # The container's user (uid 10001) must be able to write the results.
+    mkdir -p "$output"
+    chmod 777 "$output"
+    echo "test.sh: run '$name'"
+    docker run --rm --platform linux/amd64 ${GPU[@]+"${GPU[@]}"} \
+        --network none \
+        --memory "$MEMORY" --memory-swap "$MEMORY" \
+        --shm-size "$SHM_SIZE" \
+        --cap-drop ALL \
+        --security-opt no-new-privileges \
+        --volume "$INPUT:/input:ro" \
+        --volume "$output:/output" \
+        "$@" \
+        "$IMAGE" 2>"$log" || status=$?
+    cat "$log" >&2
+    if [ "$status" -ne 0 ]; then
+        echo "test.sh: FAIL: $name: the container exited with status $status"
+        failures=$((failures + 1))
+        return
+    fi
+    if ! grep -q -- "$pattern" "$log"; then
+        echo "test.sh: FAIL: $name: the log does not say the weights came from $pattern"
+        failures=$((failures + 1))
+        return
+    fi
+    local result=$output/mitotic-figures.json verdict
+    if [ ! -f "$result" ]; then
+        echo "test.sh: FAIL: $name: the container wrote no /output/mitotic-figures.json"
+        failures=$((failures + 1))
+    # 2021: exact JSON equality, as the reference's own test. 2022/2025: the probabilities are
+    # float32 scores whose last digits depend on the kernels (CPU or GPU), so within 1e-4.
+    elif verdict=$(python3 container/compare_json.py "$result" "$EXPECTED" "$TOLERANCE" ${COMPARE[@]+"${COMPARE[@]}"}); then
+        echo "test.sh: PASS: $name: $LAYOUT output and $EXPECTED $verdict"
+    else
+        echo "test.sh: $verdict"
+        echo "test.sh: FAIL: $name: $LAYOUT output differs from $EXPECTED"
+        failures=$((failures + 1))
+    fi
+}
 
-RESULT=$OUTPUT/mitotic-figures.json
-if [ ! -f "$RESULT" ]; then
-    echo "test.sh: FAIL: the container wrote no /output/mitotic-figures.json"
+run_image mounted "model mounted at /opt/ml/model" "(the platform's model folder" --volume "$PWD/model:/opt/ml/model:ro"
+run_image baked "baked-in weights" "(baked in"
+
+if [ "$failures" -ne 0 ]; then
+    echo "test.sh: FAIL: $failures of 2 runs"
     exit 1
 fi
-# 2021: exact JSON equality, as the reference's own test. 2022: the probabilities are float32
-# scores whose last digits depend on the kernels (CPU or GPU), so they may differ by 1e-4.
-if verdict=$(python3 container/compare_json.py "$RESULT" "$EXPECTED" "$TOLERANCE"); then
-    echo "test.sh: PASS: $LAYOUT output and $EXPECTED $verdict"
-else
-    echo "test.sh: $verdict"
-    echo "test.sh: FAIL: $LAYOUT output differs from $EXPECTED"
-    exit 1
-fi
+echo "test.sh: PASS: both runs"

@@ -8,11 +8,12 @@
 #   3. runs the image's ENTRYPOINT, as the image's user, in a new network namespace with only
 #      a loopback that is down (`unshare --net`: buildah's own `--network none` is refused with
 #      chroot isolation), with all capabilities dropped and
-#      read-only /input and /opt/ml/model mounts: once on the 2021 layout, once on the 2022
-#      layout, on a reference-vectors image with the reference-vector weights supplied through
-#      /opt/ml/model (the platform's model override);
+#      read-only /input and /opt/ml/model mounts: on the 2021, 2022 and 2025 (inputs.json)
+#      layouts, on a reference-vectors image with the reference-vector weights supplied through
+#      /opt/ml/model (the platform's model override); and `midog train --help`, the installed
+#      package's training command, as `docker run --entrypoint midog IMAGE train --help` would;
 #   4. compares /output/mitotic-figures.json with the expected vector JSON (container/compare_json.py:
-#      exact for 2021, 2022 probabilities within 1e-4).
+#      exact for 2021, 2022 probabilities within 1e-4; 2025 as 2022 plus its top-level name).
 # Needs root, buildah, debootstrap, ../shared/reference-vectors and the project venv (.venv).
 # Usage: container/buildah-check.sh [--keep-image] [--remove-base]
 # Disk: the base is about 6 GB and vfs copies it per image and per container (~20 GB peak).
@@ -69,8 +70,9 @@ echo "user: $("$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["OCIv1"
 mapfile -t ENTRY < <("$PYTHON" -c 'import json, sys; print("\n".join(json.load(sys.stdin)["OCIv1"]["config"]["Entrypoint"]))' <<<"$CONFIG")
 echo "entry point: ${ENTRY[*]}"
 
-step "inputs: $VECTOR in both layouts; reference-vector weights as the /opt/ml/model upload"
-mkdir -p "$WORK/model" "$WORK/in2021" "$WORK/in2022/images/histopathology-roi-cropout" "$WORK/out2021" "$WORK/out2022"
+step "inputs: $VECTOR in the 2021, 2022 and 2025 layouts; reference-vector weights as the /opt/ml/model upload"
+mkdir -p "$WORK/model" "$WORK/in2021" "$WORK/in2022/images/histopathology-roi-cropout" "$WORK/in2025/images/histopathology-roi-cropout" \
+    "$WORK/out2021" "$WORK/out2022" "$WORK/out2025"
 PYTHONPATH="$ROOT/tests" "$PYTHON" -c '
 import sys, torch
 from conftest import build_vector_weights, weights_sha256, VECTOR_WEIGHTS_SHA256
@@ -80,8 +82,14 @@ torch.save(state, sys.argv[2])' "$VECTORS/state_dict_keys.txt" "$WORK/model/vect
 cp "$VECTORS/$VECTOR.tiff" "$WORK/in2021/"
 cp "$VECTORS/$VECTOR.expected_2021.json" "$WORK/in2021/expected_output.json"  # a non-image file: skipped
 cp "$VECTORS/$VECTOR.tiff" "$WORK/in2022/images/histopathology-roi-cropout/"
-chmod -R a+rX "$WORK/model" "$WORK/in2021" "$WORK/in2022"
-chmod 777 "$WORK/out2021" "$WORK/out2022"  # written by the image's non-root user
+cp "$VECTORS/$VECTOR.tiff" "$WORK/in2025/images/histopathology-roi-cropout/"
+cat >"$WORK/in2025/inputs.json" <<'JSON'
+[{"pk": 1, "file": null, "value": null, "image": {"pk": "00000000-0000-0000-0000-000000000001", "name": "image.tiff"},
+  "interface": {"pk": 1, "kind": "Image", "slug": "histopathology-region-of-interest-cropout",
+                "super_kind": "Image", "relative_path": "images/histopathology-roi-cropout"}}]
+JSON
+chmod -R a+rX "$WORK/model" "$WORK/in2021" "$WORK/in2022" "$WORK/in2025"
+chmod 777 "$WORK/out2021" "$WORK/out2022" "$WORK/out2025"  # written by the image's non-root user
 
 step "working container from $IMAGE"
 CTR=$("${BUILDAH[@]}" from --pull=never "$IMAGE")
@@ -115,17 +123,30 @@ assert not os.access("/input", os.W_OK), "/input is writable"
 print("/input: read-only")'
 
 status=0
-for layout in 2021 2022; do
+step "midog train --help inside the image (the installed package's training command)"
+if run_in_image "$WORK/in2021" "$WORK/out2021" midog train --help >"$WORK/train-help.txt"; then
+    echo "buildah-check: PASS: midog train --help ($(wc -l <"$WORK/train-help.txt") lines)"
+else
+    echo "buildah-check: FAIL: midog train --help"
+    status=1
+fi
+
+for layout in 2021 2022 2025; do
     step "entry point ${ENTRY[*]} on the $layout layout"
     rc=0
     run_in_image "$WORK/in$layout" "$WORK/out$layout" "${ENTRY[@]}" || rc=$?
     expected="$VECTORS/$VECTOR.expected_$layout.json"
     tolerance=0
-    if [ "$layout" = 2022 ]; then tolerance=1e-4; fi  # float32 probabilities, see compare_json.py
+    name=()
+    if [ "$layout" != 2021 ]; then tolerance=1e-4; fi  # float32 probabilities, see compare_json.py
+    if [ "$layout" = 2025 ]; then
+        expected="$VECTORS/$VECTOR.expected_2022.json"
+        name=(--name "Points of interest")
+    fi
     if [ "$rc" -ne 0 ]; then
         echo "buildah-check: FAIL: $layout: entry point exited with $rc"
         status=1
-    elif verdict=$("$PYTHON" "$HERE/compare_json.py" "$WORK/out$layout/mitotic-figures.json" "$expected" "$tolerance"); then
+    elif verdict=$("$PYTHON" "$HERE/compare_json.py" "$WORK/out$layout/mitotic-figures.json" "$expected" "$tolerance" "${name[@]+"${name[@]}"}"); then
         echo "buildah-check: PASS: $layout: mitotic-figures.json and $(basename "$expected") $verdict"
     else
         echo "buildah-check: FAIL: $layout: mitotic-figures.json and $(basename "$expected") $verdict"

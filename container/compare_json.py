@@ -1,8 +1,10 @@
 """Compares a written mitotic-figures.json with an expected one; used by test.sh and
 container/buildah-check.sh on the host (standard library only).
 
-    python3 container/compare_json.py GOT EXPECTED [TOLERANCE]
+    python3 container/compare_json.py GOT EXPECTED [TOLERANCE] [--name NAME]
 
+With --name, GOT must carry that top-level "name" (the 2025 output's "Points of interest"),
+and is compared without it (the expected outputs are the 2021/2022 reference's, unnamed).
 Exit 0 and a "equal"/"match" line when the JSON values are equal, or, with TOLERANCE > 0,
 when they hold the same points with the same names and probabilities within TOLERANCE, in
 any order: the 2022 probabilities are float32 scores whose last digits depend on the CPU/GPU
@@ -47,12 +49,22 @@ def difference(got: Any, want: Any, tolerance: float) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    name = None
+    if "--name" in argv:
+        i = argv.index("--name")
+        name = argv[i + 1]
+        argv = argv[:i] + argv[i + 2 :]
     got_path, want_path = argv[0], argv[1]
     tolerance = float(argv[2]) if len(argv) > 2 else 0.0
     with open(got_path) as f:
         got = json.load(f)
     with open(want_path) as f:
         want = json.load(f)
+    if name is not None:
+        if not isinstance(got, dict) or got.get("name") != name:
+            print(f"differ: top-level name {got.get('name') if isinstance(got, dict) else None!r}, expected {name!r}")
+            return 1
+        got = {k: v for k, v in got.items() if k != "name"}
     problem = difference(got, want, tolerance)
     if problem is None:
         print("equal" if got == want else f"match (probabilities within {tolerance:g})")

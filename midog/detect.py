@@ -17,51 +17,15 @@ import numpy as np
 
 from .config import REFERENCE, DetectorConfig
 from .detections import Detections
-from .errors import MidogError, TimeBudgetError, UsageError, image_error_line
+from .device import auto_batch_size, bf16_supported, pick_device  # noqa: F401  (training imports pick_device from here)
+from .errors import TimeBudgetError, UsageError, image_error_line
+from .fetch import published_weights
 
 if TYPE_CHECKING:
     import torch
 
     from .extras import Extras
     from .slide import Slide
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED_WEIGHTS = PROJECT_ROOT / "weights" / "RetinaNetDA.pth"
-
-
-def pick_device(device: str = "auto") -> "torch.device":
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MidogError("--device cuda was asked for, but PyTorch sees no CUDA device")
-    return torch.device(device)
-
-
-def bf16_supported(device: "torch.device") -> bool:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def auto_batch_size(device: "torch.device", fast: bool, config: DetectorConfig) -> int:
-    """On the CPU 4 tiles in float32, the reference's 10 in fast mode; on a GPU up to 32
-    tiles, fewer when half the free memory cannot hold them. Small GPU batches keep
-    several in flight, so that the decoding threads work on different parts of the image.
-
-    Measured on a 2-core machine: float32 runs as fast with 4 tiles as with 10 and peaks
-    ~300 MB lower; bfloat16 (AMX) runs 15-20 % faster with 10."""
-    import torch
-
-    if device.type != "cuda":
-        return config.batch_size if fast else min(4, config.batch_size)
-    free, _ = torch.cuda.mem_get_info(device)
-    # Measured peak activation memory per 512 px tile in inference: ~60 MB fp32, half with bf16.
-    per_tile = (30 if fast else 60) * 2**20 * (config.tile_size / 512) ** 2
-    return int(max(1, min(32, free * 0.5 // per_tile)))
 
 
 def prefetch_batches(
@@ -325,7 +289,7 @@ def check_deadline(deadline: float | None, image: str | Path, done: int, total: 
 
 
 def default_weights() -> Path:
-    return PUBLISHED_WEIGHTS
+    return published_weights()
 
 
 def output_paths(images: list[Path], output: str | Path | None) -> list[Path]:
@@ -477,7 +441,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("detect", help="detect mitotic figures and write Multiple points JSON")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--weights", type=Path, default=None, help=f"weights file (default: {PUBLISHED_WEIGHTS})")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the published weights fetched by `midog fetch`)")
     p.add_argument(
         "--output", "-o", default=None,
         help="output file (one image), or folder (several images, an existing folder, or a path ending in /); default: ./<image stem>.json",

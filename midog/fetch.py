@@ -5,11 +5,16 @@ blob hash (`git hash-object`), so a file on disk is either exactly the published
 is not trusted. Downloads go to a hidden temporary file beside `<dest>` and are renamed into place only after
 verification: an interrupted or corrupted download never leaves a file that looks complete.
 
-Entries with a `local` path (the expected outputs, available under ../shared/reference
-in the development tree) are copied from there when that file exists and has the right
-blob hash, so they can be had offline; otherwise they are downloaded like the rest.
+Where they go: the folder named by the MIDOG_HOME environment variable, else the user
+cache folder ($XDG_CACHE_HOME/midog, by default ~/.cache/midog); `--root DIR` puts them
+under DIR instead (build.sh uses the project folder). Readers look in that folder first,
+then in a source checkout's own weights/ and test/ folders.
 
-    midog fetch                 # everything in weights/manifest.json
+Entries with a `local` path (copies that a development tree may hold beside the project)
+are copied from there when that file exists and has the right blob hash, so they can be
+had offline; otherwise they are downloaded like the rest.
+
+    midog fetch                 # everything in the artefact manifest
     midog fetch weights         # one artefact
     midog fetch --list          # what is present and verified
 """
@@ -32,9 +37,48 @@ from . import __version__
 from .atomic import atomic_path
 from .errors import MidogError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent  # the source checkout, when running from one
 MANIFEST_NAME = Path("weights") / "manifest.json"
 CHUNK = 1 << 20
+
+
+def midog_home() -> Path:
+    """Where `midog fetch` puts downloads: $MIDOG_HOME, else the user cache folder."""
+    if os.environ.get("MIDOG_HOME"):
+        return Path(os.environ["MIDOG_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "midog"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the package runs from (editable install or PYTHONPATH), else None."""
+    return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else None
+
+
+def packaged_file(name: str) -> Path:
+    """A file shipped with the package (the checkout's weights/ folder, installed as the
+    package data folder midog/weights/): the demo model, the artefact manifest."""
+    installed = PACKAGE_DIR / "weights" / name
+    if installed.is_file() or checkout_root() is None:
+        return installed
+    return PROJECT_ROOT / "weights" / name
+
+
+def artefact_file(dest: str) -> Path:
+    """Where a fetched artefact is read from: under midog_home(), else in the checkout (where
+    `midog fetch --root .` and build.sh put it). When in neither, the midog_home() path, so
+    that error messages name where `midog fetch` would put it."""
+    home = midog_home() / dest
+    checkout = checkout_root()
+    if home.is_file() or checkout is None or not (checkout / dest).is_file():
+        return home
+    return checkout / dest
+
+
+def published_weights() -> Path:
+    """The published reference weights, wherever `midog fetch` (or build.sh) put them."""
+    return artefact_file("weights/RetinaNetDA.pth")
 
 
 @dataclass(frozen=True)
@@ -61,8 +105,12 @@ def git_blob_sha1(path: str | os.PathLike) -> str:
 
 
 def load_manifest(path: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list[Artefact]:
-    """Artefacts listed in `path` (default: `<root>/weights/manifest.json`, root = project root)."""
-    path = Path(path) if path is not None else Path(root or PROJECT_ROOT) / MANIFEST_NAME
+    """Artefacts listed in `path`; by default `<root>/weights/manifest.json` when that exists,
+    else the manifest shipped with the package."""
+    if path is None:
+        beside = Path(root) / MANIFEST_NAME if root is not None else None
+        path = beside if beside is not None and beside.is_file() else packaged_file(MANIFEST_NAME.name)
+    path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = data["artefacts"]
@@ -87,14 +135,15 @@ def load_manifest(path: str | os.PathLike | None = None, root: str | os.PathLike
     return artefacts
 
 
-def is_verified(artefact: Artefact, root: str | os.PathLike = PROJECT_ROOT) -> bool:
+def is_verified(artefact: Artefact, root: str | os.PathLike | None = None) -> bool:
+    root = midog_home() if root is None else root
     dest = artefact.path(Path(root))
     return dest.is_file() and git_blob_sha1(dest) == artefact.blob
 
 
 def fetch(
     artefact: Artefact,
-    root: str | os.PathLike = PROJECT_ROOT,
+    root: str | os.PathLike | None = None,
     *,
     force: bool = False,
     progress: bool = True,
@@ -103,9 +152,10 @@ def fetch(
     """Make `<root>/<dest>` the verified published file and return its path.
 
     A destination that already verifies is left alone (no network), unless `force`.
-    Raises MidogError when the file cannot be had or does not verify.
+    Raises MidogError when the file cannot be had or does not verify. `root` defaults to
+    midog_home().
     """
-    root = Path(root)
+    root = midog_home() if root is None else Path(root)
     dest = artefact.path(root)
     if not force and is_verified(artefact, root):
         return dest
@@ -122,14 +172,16 @@ def fetch(
 
 def fetch_all(
     names: Iterable[str] | None = None,
-    root: str | os.PathLike = PROJECT_ROOT,
+    root: str | os.PathLike | None = None,
     *,
     manifest: str | os.PathLike | None = None,
     force: bool = False,
     progress: bool = True,
     timeout: float = 60,
 ) -> dict[str, Path]:
-    """Fetch the named artefacts (default: all); try every one, then report all failures at once."""
+    """Fetch the named artefacts (default: all) under `root` (default midog_home()); try
+    every one, then report all failures at once."""
+    root = midog_home() if root is None else Path(root)
     artefacts = _select(load_manifest(manifest, root=root), names)
     fetched: dict[str, Path] = {}
     failures: list[str] = []
@@ -157,12 +209,17 @@ def _select(artefacts: list[Artefact], names: Iterable[str] | None) -> list[Arte
 
 
 def _verified_local_source(artefact: Artefact, root: Path) -> Path | None:
-    if artefact.local is None:
-        return None
-    source = root / artefact.local
-    # A local copy that differs from the published file is ignored, not trusted.
-    if source.is_file() and git_blob_sha1(source) == artefact.blob:
-        return source
+    checkout = checkout_root()
+    candidates = []
+    if artefact.local is not None:
+        # Relative to the destination root, or to the checkout when fetching elsewhere.
+        candidates += [root / artefact.local] + ([checkout / artefact.local] if checkout else [])
+    if checkout is not None and checkout.resolve() != root.resolve():
+        candidates.append(checkout / artefact.dest)  # fetched into the checkout before (build.sh)
+    for source in candidates:
+        # A local copy that differs from the published file is ignored, not trusted.
+        if source.is_file() and git_blob_sha1(source) == artefact.blob:
+            return source
     return None
 
 
@@ -239,7 +296,7 @@ def _status(artefact: Artefact, root: Path) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    root = Path(args.root)
+    root = Path(args.root) if args.root else midog_home()
     if args.list:
         artefacts = _select(load_manifest(args.manifest, root=root), args.names)
         for a in artefacts:
@@ -268,10 +325,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="artefacts to fetch (default: all in the manifest)")
-    p.add_argument("--root", default=str(PROJECT_ROOT), metavar="DIR",
-                   help="directory the manifest's destinations are relative to (default: %(default)s)")
+    p.add_argument("--root", default=None, metavar="DIR",
+                   help="directory the manifest's destinations are relative to (default: $MIDOG_HOME, else ~/.cache/midog; now "
+                   f"{midog_home()})")
     p.add_argument("--manifest", default=None, metavar="FILE",
-                   help="artefact manifest (default: DIR/weights/manifest.json)")
+                   help="artefact manifest (default: DIR/weights/manifest.json when present, else the one shipped with midog)")
     p.add_argument("--force", action="store_true", help="download even when a verified file is present")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--timeout", type=float, default=60, metavar="S", help="network timeout in seconds (default: 60)")

@@ -223,3 +223,52 @@ def test_real_manifest_local_copies_match_when_present():
     if not checked:
         pytest.skip("no shared reference copies in this checkout")
 
+
+
+def test_midog_home_default_and_overrides(tmp_path, monkeypatch):
+    from midog.fetch import midog_home
+
+    monkeypatch.delenv("MIDOG_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert midog_home() == tmp_path / "user" / ".cache" / "midog"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert midog_home() == tmp_path / "xdg" / "midog"
+    monkeypatch.setenv("MIDOG_HOME", str(tmp_path / "home"))
+    assert midog_home() == tmp_path / "home"
+
+
+def test_cli_fetch_writes_to_midog_home_by_default(root, server, monkeypatch, capsys):
+    """No --root: downloads go to $MIDOG_HOME, not the checkout (an installed package has none)."""
+    home = root / "home"
+    monkeypatch.setenv("MIDOG_HOME", str(home))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.fetch"])
+    assert cli.main(["fetch", "good", "--no-progress", "--manifest", str(root / "weights" / "manifest.json")]) == 0
+    assert (home / "weights" / "good.bin").read_bytes() == GOOD
+    assert not (root / "weights" / "good.bin").exists()
+
+
+def test_artefacts_are_read_from_home_then_the_checkout(tmp_path, server, monkeypatch):
+    """Readers look in $MIDOG_HOME first, then in the checkout; a verified copy in the
+    checkout is copied into $MIDOG_HOME instead of downloaded again."""
+    import midog.fetch as fetch_mod
+
+    base, hits = server
+    hits.clear()
+    checkout, home = tmp_path / "checkout", tmp_path / "home"
+    (checkout / "weights").mkdir(parents=True)
+    monkeypatch.setattr(fetch_mod, "checkout_root", lambda: checkout)
+    monkeypatch.setenv("MIDOG_HOME", str(home))
+    assert fetch_mod.artefact_file("weights/good.bin") == home / "weights" / "good.bin"  # in neither: where fetch would put it
+    (checkout / "weights" / "good.bin").write_bytes(GOOD)
+    assert fetch_mod.artefact_file("weights/good.bin") == checkout / "weights" / "good.bin"
+    a = Artefact("good", "weights/good.bin", f"{base}/good", blob_of(GOOD))
+    assert fetch(a, progress=False) == home / "weights" / "good.bin"
+    assert hits["/good"] == 0 and (home / "weights" / "good.bin").read_bytes() == GOOD
+    assert fetch_mod.artefact_file("weights/good.bin") == home / "weights" / "good.bin"
+
+
+def test_packaged_manifest_is_the_default(tmp_path):
+    """Without a manifest beside the root (an installed package fetching into the cache),
+    the manifest shipped with the package is used."""
+    assert [a.name for a in load_manifest(root=tmp_path)] == [a.name for a in load_manifest()]

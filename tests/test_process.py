@@ -1,9 +1,12 @@
-"""process.py, the Grand Challenge entry point, without Docker: both input layouts on the
-reference vectors (exact expected JSON, platform schema), a bad image beside good ones, the
-weights choice (/opt/ml/model override) and the style override."""
+"""process.py, the Grand Challenge entry point, without Docker: the 2021, 2022 and 2025 input
+layouts on the reference vectors (exact expected JSON, platform schema), a bad image beside
+good ones, the weights choice (/opt/ml/model override, baked-in model/, model manifest), the
+style override and the start-up log."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -59,18 +62,28 @@ def run(input_dir: Path, output_dir: Path, weights: Path, *extra: str) -> int:
     return process.main(["--input", str(input_dir), "--output", str(output_dir), "--weights", str(weights), *extra])
 
 
-def inputs_json(relative_path: str = "images/histopathology-roi-cropout") -> list[dict[str, Any]]:
-    """What Grand Challenge writes to /input/inputs.json for the 2022 image interface."""
+def inputs_json(relative_path: str = "images/histopathology-roi-cropout", slug: str = "histopathology-region-of-interest-cropout") -> list[dict[str, Any]]:
+    """/input/inputs.json in the shape Grand Challenge writes it for the MIDOG 2025 phase: one
+    socket value per input, with its interface (kind, slug, relative_path) and the image's pk
+    and name."""
     return [
         {
-            "interface": {
-                "slug": "histopathology-region-of-interest-cropout",
-                "kind": "Image",
-                "relative_path": relative_path,
-            },
-            "image": {"name": "image.tiff"},
-            "value": None,
+            "pk": 2748151,
             "file": None,
+            "image": {"pk": "6a3b1d2e-52c4-4c4e-9d0e-1f6b3a8c9e71", "name": "image.tiff"},
+            "value": None,
+            "interface": {
+                "pk": 173,
+                "kind": "Image",
+                "slug": slug,
+                "title": "Histopathology Region of Interest Cropout",
+                "super_kind": "Image",
+                "description": "",
+                "default_value": None,
+                "look_up_table": None,
+                "relative_path": relative_path,
+                "overlay_segments": [],
+            },
         }
     ]
 
@@ -89,13 +102,33 @@ def layout_2021(tmp_path_factory: pytest.TempPathFactory, vectors_dir: Path, vec
 
 @pytest.fixture(scope="module")
 def layout_2022(tmp_path_factory: pytest.TempPathFactory, vectors_dir: Path, vector_weights: Path) -> tuple[int, Path]:
+    """The 2022 layout: the image folder, no sockets file."""
     input_dir, output_dir = tmp_path_factory.mktemp("in2022"), tmp_path_factory.mktemp("out2022")
     folder = input_dir / "images" / "histopathology-roi-cropout"
     folder.mkdir(parents=True)
     for name in VECTOR_NAMES:
         shutil.copy(vectors_dir / f"{name}.tiff", folder)
-    (input_dir / "inputs.json").write_text(json.dumps(inputs_json()))
     return run(input_dir, output_dir, vector_weights), output_dir
+
+
+@pytest.fixture(scope="module")
+def layout_2025(tmp_path_factory: pytest.TempPathFactory, vectors_dir: Path, vector_weights: Path) -> tuple[int, Path, str, Path]:
+    """The 2025 layout (the platform's inputs.json naming the image socket), with the weights
+    only in a subfolder of --model-dir, as an extracted model tarball: (exit, output, log, checkpoint)."""
+    input_dir, output_dir = tmp_path_factory.mktemp("in2025"), tmp_path_factory.mktemp("out2025")
+    folder = input_dir / "images" / "histopathology-roi-cropout"
+    folder.mkdir(parents=True)
+    for name in VECTOR_NAMES:
+        shutil.copy(vectors_dir / f"{name}.tiff", folder)
+    (input_dir / "inputs.json").write_text(json.dumps(inputs_json()))
+    model_dir = tmp_path_factory.mktemp("opt-ml-model")
+    checkpoint = model_dir / "v1" / "vectors.pth"
+    checkpoint.parent.mkdir()
+    shutil.copy(vector_weights, checkpoint)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = process.main(["--input", str(input_dir), "--output", str(output_dir), "--model-dir", str(model_dir), "--device", "cpu"])
+    return rc, output_dir, err.getvalue(), checkpoint
 
 
 def cases_by_name(output_dir: Path) -> dict[str, dict[str, Any]]:
@@ -127,10 +160,33 @@ def test_2022_layout_reproduces_expected_vectors(layout_2022: tuple[int, Path], 
     assert json.loads((output_dir / process.RESULT_FILE).read_text()) == cases[VECTOR_NAMES[0]]["mitotic-figures"]
 
 
-def test_results_match_platform_schema(layout_2021: tuple[int, Path], layout_2022: tuple[int, Path]) -> None:
+def test_2025_layout_reproduces_2022_candidates_in_the_2025_shape(layout_2025: tuple[int, Path, str, Path], vectors_dir: Path) -> None:
+    rc, output_dir, log, checkpoint = layout_2025
+    assert rc == 0, log
+    cases = cases_by_name(output_dir)
+    assert sorted(cases) == sorted(VECTOR_NAMES)
+    for name in VECTOR_NAMES:
+        result = cases[name]["mitotic-figures"]
+        assert list(result)[:2] == ["name", "type"] and result["name"] == "Points of interest"
+        assert result["type"] == "Multiple points"
+        for point in result["points"]:
+            assert set(point) == {"name", "point", "probability"}
+            assert point["name"] in ("mitotic figure", "non-mitotic figure") and 0 <= point["probability"] <= 1
+            assert len(point["point"]) == 3 and point["point"][2] == 0
+        check_schema(result)
+        # Without the top-level name, exactly the 2022 candidates of the reference.
+        assert_reproduces({k: v for k, v in result.items() if k != "name"}, vectors_dir, name, "2022")
+    platform_file = json.loads((output_dir / process.RESULT_FILE).read_text())
+    assert platform_file == cases[VECTOR_NAMES[0]]["mitotic-figures"]
+    assert "2025 interface" in log and "output style 2025" in log
+    assert re.search(rf"weights {re.escape(str(checkpoint))} \(the platform's model folder ", log), log
+    assert re.search(r"torch \d+\.\d+\S* \(.*\); running on CPU", log), log
+
+
+def test_results_match_platform_schema(layout_2021: tuple[int, Path], layout_2022: tuple[int, Path], layout_2025: tuple[int, Path, str, Path]) -> None:
     if not SCHEMA.is_file():
         pytest.skip(f"{SCHEMA} is absent")
-    for _, output_dir in (layout_2021, layout_2022):
+    for output_dir in (layout_2021[1], layout_2022[1], layout_2025[1]):
         check_schema(json.loads((output_dir / process.RESULT_FILE).read_text()))
         for case in json.loads((output_dir / process.CASES_FILE).read_text()):
             check_schema(case["mitotic-figures"])
@@ -208,30 +264,91 @@ def test_model_dir_checkpoint_is_used(tmp_path: Path, vectors_dir: Path, vector_
 
 
 def test_find_weights_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    baked = tmp_path / "baked" / "RetinaNetDA.pth"
-    baked.parent.mkdir()
-    baked.write_bytes(b"x")
-    monkeypatch.setattr(process, "PUBLISHED_WEIGHTS", baked)
-    model_dir = tmp_path / "model"
-    assert process.find_weights(None, model_dir) == baked  # no model folder
+    """--weights, then the platform's model folder, then the baked-in model/, then `midog fetch`'s."""
+    fetched = tmp_path / "home" / "RetinaNetDA.pth"
+    fetched.parent.mkdir()
+    fetched.write_bytes(b"x")
+    monkeypatch.setattr(process, "published_weights", lambda: fetched)
+    model_dir, baked = tmp_path / "model", tmp_path / "baked"
+    assert process.find_weights(None, model_dir, baked)[0] == fetched  # no model folders at all
+    baked.mkdir()
+    (baked / "README.md").write_text("not a checkpoint")
+    assert process.find_weights(None, model_dir, baked)[0] == fetched  # a model folder without checkpoint
+    (baked / "RetinaNetDA.pth").write_bytes(b"x")
+    assert process.find_weights(None, model_dir, baked) == (baked / "RetinaNetDA.pth", f"baked in ({baked}); {model_dir} has no checkpoint")
     model_dir.mkdir()
-    (model_dir / "README.txt").write_text("not a checkpoint")
-    assert process.find_weights(None, model_dir) == baked  # a model folder without checkpoint
     (model_dir / "a.pth").write_bytes(b"x")
-    assert process.find_weights(None, model_dir) == model_dir / "a.pth"
+    path, source = process.find_weights(None, model_dir, baked)
+    assert path == model_dir / "a.pth" and "platform's model folder" in source
     (model_dir / "b.pt").write_bytes(b"x")
     with pytest.raises(process.MidogError, match="several checkpoints"):
-        process.find_weights(None, model_dir)
+        process.find_weights(None, model_dir, baked)
     (model_dir / "RetinaNetDA.pth").write_bytes(b"x")
-    assert process.find_weights(None, model_dir) == model_dir / "RetinaNetDA.pth"
+    assert process.find_weights(None, model_dir, baked)[0] == model_dir / "RetinaNetDA.pth"
     explicit = tmp_path / "explicit.pth"
     explicit.write_bytes(b"x")
-    assert process.find_weights(explicit, model_dir) == explicit
+    assert process.find_weights(explicit, model_dir, baked) == (explicit, "--weights")
     with pytest.raises(process.MidogError, match="not found"):
-        process.find_weights(tmp_path / "missing.pth", model_dir)
-    baked.unlink()
+        process.find_weights(tmp_path / "missing.pth", model_dir, baked)
+    fetched.unlink()
     with pytest.raises(process.MidogError, match="no weights"):
-        process.find_weights(None, tmp_path / "nothing")
+        process.find_weights(None, tmp_path / "nothing", tmp_path / "nothing-baked")
+
+
+def test_model_manifest_gives_the_operating_point_when_its_hash_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from midog.fetch import git_blob_sha1
+
+    weights = tmp_path / "RetinaNetDA.pth"
+    weights.write_bytes(b"weights")
+    manifest = tmp_path / "manifest.json"
+    assert process.manifest_threshold(weights) is None  # no manifest
+    entry = {"name": "weights", "dest": "RetinaNetDA.pth", "url": "https://example.org/w", "blob": git_blob_sha1(weights)}
+    manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [entry]}))
+    assert process.manifest_threshold(weights) == 0.7
+    manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [{**entry, "blob": "0" * 40}]}))
+    assert process.manifest_threshold(weights) is None
+    assert "ignoring" in capsys.readouterr().err
+    manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [{**entry, "dest": "RetinaNetDA.pth"}]}))
+    other = tmp_path / "trained.pt"
+    other.write_bytes(b"other weights")
+    assert process.manifest_threshold(other) is None  # not listed: its own operating point applies
+    manifest.write_text(json.dumps({"operating_point": "high", "artefacts": [entry]}))
+    assert process.manifest_threshold(weights) is None
+    # The project's own model/manifest.json describes the published weights at 0.64.
+    ours = json.loads((ROOT / "model" / "manifest.json").read_text())
+    assert ours["operating_point"] == 0.64 and ours["artefacts"][0]["dest"] == "RetinaNetDA.pth"
+
+
+def test_model_manifest_operating_point_is_applied(tmp_path: Path, vectors_dir: Path, vector_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model folder as the tarball delivers it (checkpoint + manifest.json): the manifest's
+    operating point decides which candidates are mitotic figures."""
+    from midog.fetch import git_blob_sha1
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(vector_weights, model_dir / "RetinaNetDA.pth")
+    entry = {"name": "weights", "dest": "RetinaNetDA.pth", "url": "https://example.org/w", "blob": git_blob_sha1(vector_weights)}
+    (model_dir / "manifest.json").write_text(json.dumps({"operating_point": 0.99, "artefacts": [entry]}))
+    input_dir, output_dir = tmp_path / "in", tmp_path / "out"
+    input_dir.mkdir()
+    shutil.copy(vectors_dir / f"{SMALL}.tiff", input_dir)
+    assert process.main(["--input", str(input_dir), "--output", str(output_dir), "--model-dir", str(model_dir)]) == 0
+    assert "threshold 0.99," in capsys.readouterr().err
+    got = [p["point"] for p in json.loads((output_dir / process.RESULT_FILE).read_text())["points"]]
+    candidates = json.loads(expected(vectors_dir, SMALL, "2022"))["points"]
+    assert got == [p["point"] for p in candidates if p["probability"] > 0.99] and got
+
+
+def test_device_cuda_without_cuda_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """MIDOG_DEVICE=cuda (or --device cuda) never falls back to the CPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("MIDOG_DEVICE", "cuda")
+    assert process.main(["--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "process: error: --device cuda was asked for" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_find_layout(tmp_path: Path) -> None:
@@ -241,9 +358,14 @@ def test_find_layout(tmp_path: Path) -> None:
     assert process.find_layout(tmp_path) == ("2022", roi)
     other = tmp_path / "images" / "other-slug"
     other.mkdir()
-    (tmp_path / "inputs.json").write_text(json.dumps(inputs_json("images/other-slug")))
-    assert process.find_layout(tmp_path) == ("2022", other)
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs_json("images/other-slug", "other-slug")))
+    assert process.find_layout(tmp_path) == ("2025", other)
+    # The ROI socket wins over other image sockets.
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs_json("images/other-slug", "other-slug") + inputs_json()))
+    assert process.find_layout(tmp_path) == ("2025", roi)
     (tmp_path / "inputs.json").write_text("{not json")
+    assert process.find_layout(tmp_path) == ("2022", roi)
+    (tmp_path / "inputs.json").write_text("[]")
     assert process.find_layout(tmp_path) == ("2022", roi)
 
 
