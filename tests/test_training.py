@@ -383,3 +383,19 @@ def test_one_cycle_and_alpha_are_fastai_s() -> None:
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], betas=(0.9, 0.99))
     s.apply(opt, 30000)
     assert opt.param_groups[0]["lr"] == 1e-4 and opt.param_groups[0]["betas"] == (0.85, 0.99)
+
+
+def test_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
+    import torchvision
+
+    from midog.network import RetinaNetDA
+    from midog.training.loop import init_backbone
+
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    model = RetinaNetDA()
+    assert init_backbone(model, str(tmp_path / "r18.pth")) == str(tmp_path / "r18.pth")
+    assert torch.equal(model.encoder[5][1].conv2.weight, resnet.layer2[1].conv2.weight)
+    torch.save({"conv1.weight": resnet.conv1.weight}, tmp_path / "partial.pth")
+    with pytest.raises(MidogError, match="not a ResNet18"):
+        init_backbone(model, str(tmp_path / "partial.pth"))
