@@ -399,3 +399,56 @@ def test_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
     torch.save({"conv1.weight": resnet.conv1.weight}, tmp_path / "partial.pth")
     with pytest.raises(MidogError, match="not a ResNet18"):
         init_backbone(model, str(tmp_path / "partial.pth"))
+
+
+def test_every_config_field_is_an_option_and_comes_back() -> None:
+    """The generated CLI: each field of each concern has an option, and a value given there
+    lands in that field (so a field added to a dataclass is settable from `midog train`)."""
+    import dataclasses
+    import typing
+
+    from midog.cli import build_parser
+    from midog.config import RunConfig
+    from midog.training.cli import config_from_args
+
+    def leaves(cls, path=()):  # noqa: ANN001, ANN202
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from leaves(hints[f.name], (*path, f.name))
+            elif f.metadata.get("cli", {}).get("enabled", True):
+                yield (*path, f.name), f
+
+    checked = 0
+    for path, f in leaves(RunConfig):
+        spec = f.metadata["cli"]
+        if spec["positional"] or spec["const"] is not None or spec["choices"] is not None or f.type == "bool":
+            continue
+        flag = "--" + (spec["flag"] or f.name.replace("_", "-"))  # parse_args exits if it is not an option
+        value = {"int": "7", "float": "0.125", "str": "xyz"}
+        hint = str(f.type)
+        if "tuple" in hint:
+            argv, expected = [flag, "0.125", "0.25"], (0.125, 0.25)
+        else:
+            key = next(k for k in value if k in hint)
+            argv, expected = [flag, value[key]], {"int": 7, "float": 0.125, "str": "xyz"}[key]
+        cfg = config_from_args(build_parser().parse_args(["train", "m.json", "-o", "r", *argv]))
+        got = cfg
+        for name in path:
+            got = getattr(got, name)
+        assert got == expected, (flag, got)
+        checked += 1
+    assert checked >= 25
+
+
+def test_a_runs_iou_thresholds_reach_the_matching() -> None:
+    from midog.anchors import make_anchors
+    from midog.config import make_recipe
+    from midog.training.loop import make_batch
+    from midog.training.sampler import Patch
+
+    patch = Patch(np.zeros((256, 256, 3), np.uint8), np.array([[100, 100, 150, 150]], np.float32), 0, True)
+    anchors = make_anchors(tile_size=256)
+    ref = make_batch([patch], anchors, 256)
+    loose = make_batch([patch], anchors, 256, recipe=make_recipe(match_fg_iou=0.3, match_bg_iou=0.2))
+    assert int((loose.matches >= 0).sum()) > int((ref.matches >= 0).sum()) > 0
