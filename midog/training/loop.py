@@ -1,7 +1,8 @@
 """The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW
 (fastai 1.0.61's schedule, as the reference used), the GRL alpha schedule, validation and
-model selection each epoch, checkpoints, resume, CSV log and plot. The objective is
-`recipe` ("reference" by default, see `Recipe`).
+model selection each epoch, checkpoints, resume, CSV log and plot. Everything a run uses
+comes from its `RunConfig` (midog.config: data, sampling, optimisation, the objective's
+`Recipe`, augmentation, run settings), and `best.pth`'s metadata records all of it.
 
 Run folder:
 - `last.pt`: everything needed to continue (model, optimiser, scheduler, scaler, RNG,
