@@ -7,10 +7,11 @@ them only on purpose: the reference-vector parity tests pin the defaults.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from argparse import Namespace
+from dataclasses import asdict, dataclass, field, replace
 
+from .config_cli import build, given, namespace, option
 from .errors import MidogError
-from .config_cli import option
 
 
 @dataclass(frozen=True)
@@ -220,24 +221,15 @@ class RunConfig:
         return asdict(self)
 
 
-def run_config(annotations: str, out_dir: str, **flat: object) -> RunConfig:
-    """A RunConfig from flat field names (`epochs=2, patch_size=224, recipe="improved"`),
-    each routed to the concern that holds it, as the command line does."""
-    parts = {"data": DataConfig, "sampling": SamplingConfig, "optim": OptimConfig, "augment": AugmentConfig}
-    names = {f.name: part for part, c in parts.items() for f in fields(c)}
-    objective_names = {f.name for f in fields(Recipe)} - {"name"}
-    values: dict[str, dict] = {part: {} for part in parts}
-    recipe_over, top = {}, {}
-    for k, v in flat.items():
-        if k in names:
-            values[names[k]][k] = v
-        elif k in objective_names:
-            recipe_over[k] = v
-        elif k != "recipe":
-            top[k] = v
-    return RunConfig(
-        data=DataConfig(annotations=str(annotations), **values["data"]), out_dir=str(out_dir),
-        sampling=SamplingConfig(**values["sampling"]), optim=OptimConfig(**values["optim"]),
-        augment=AugmentConfig(**values["augment"]),
-        objective=make_recipe(str(flat.get("recipe", "reference")), **recipe_over), **top,
-    )
+def run_config_from(ns: Namespace) -> RunConfig:
+    """The RunConfig of `midog train`'s parsed options: the given ones over the defaults,
+    the recipe flags over the recipe named by `ns.recipe`."""
+    return build(RunConfig, ns, objective=make_recipe(getattr(ns, "recipe", "reference"), **given(Recipe, ns)))
+
+
+def run_config(annotations: str, out_dir: str, recipe: str = "reference", **flat: object) -> RunConfig:
+    """A RunConfig from flat field names (`epochs=2, patch_size=224, detach_laterals=False`),
+    each routed to the concern that holds it, exactly as the command line does."""
+    ns = namespace(RunConfig, annotations=str(annotations), out_dir=str(out_dir), **flat)
+    ns.recipe = recipe
+    return run_config_from(ns)

@@ -118,7 +118,7 @@ def given(cls: type, ns: argparse.Namespace) -> dict[str, Any]:
             continue
         value = getattr(ns, dest)
         choices = f.metadata.get("cli", {}).get("choices")
-        if isinstance(choices, Mapping):
+        if isinstance(choices, Mapping) and isinstance(value, str) and value in choices:
             value = choices[value]
         if isinstance(value, list):
             value = tuple(value)
@@ -137,3 +137,23 @@ def build(cls: type, ns: argparse.Namespace, **fixed: Any) -> Any:
         elif dataclasses.is_dataclass(hints[f.name]):
             values[f.name] = build(hints[f.name], ns)
     return cls(**values)
+
+
+def namespace(cls: type, **values: Any) -> argparse.Namespace:
+    """The namespace `parse_args` would give for these field values, named flat (a field of
+    a nested dataclass by its own name), so code builds a config the way the CLI does."""
+    dests: dict[str, str] = {}
+
+    def walk(c: type) -> None:
+        hints = typing.get_type_hints(c)
+        for f in dataclasses.fields(c):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name])
+            else:
+                dests.setdefault(f.name, _dest(c, f.name))
+
+    walk(cls)
+    unknown = sorted(set(values) - set(dests))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}")
+    return argparse.Namespace(**{dests[k]: v for k, v in values.items()})

@@ -9,8 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from ..config import RECIPES, Recipe, RunConfig, make_recipe
-from ..config_cli import add_arguments, build, given
+from ..config import RECIPES, RunConfig, run_config_from
+from ..config_cli import add_arguments
 
 # What the demo trainings found about the reference's domain weight (weights/demo-results.md).
 DOMAIN_WEIGHT_NOTE = (
@@ -67,9 +67,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The run's configuration from `midog train`'s parsed options: the given ones over the
-    defaults, the recipe flags over the named recipe."""
-    return build(RunConfig, args, objective=make_recipe(args.recipe, **given(Recipe, args)))
+    """The run's configuration from `midog train`'s parsed options."""
+    return run_config_from(args)
 
 
 def _run(args: argparse.Namespace) -> int:
