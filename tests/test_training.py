@@ -452,3 +452,26 @@ def test_a_runs_iou_thresholds_reach_the_matching() -> None:
     ref = make_batch([patch], anchors, 256)
     loose = make_batch([patch], anchors, 256, recipe=make_recipe(match_fg_iou=0.3, match_bg_iou=0.2))
     assert int((loose.matches >= 0).sum()) > int((ref.matches >= 0).sum()) > 0
+
+
+def test_resumes_a_last_pt_of_the_previous_layout(tiny_set: Path, tmp_path: Path) -> None:
+    from midog.training.loop import train
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5), stop_after=1)
+    state = torch.load(out / "last.pt", weights_only=True)
+    new = state["fingerprint"]
+    # What the code before the per-concern configuration wrote for this run.
+    state["fingerprint"] = {
+        "data": new["data"], "split": new["split"],
+        "recipe": {"name": "reference", "detach_laterals": True, "detach_focal_weights": True,
+                   "normalise": "patch", "domain_focal": "batch_mean"},
+        "patch_size": 224, "per_scanner": 1, "train_patches": 2, "epochs": 2, "max_lr": 1e-3, "seed": 0,
+        "domain_weight": 0.5, "select": "aucpr",
+    }
+    torch.save(state, out / "last.pt")
+    with pytest.raises(MidogError, match="differ"):
+        train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5, max_lr=2e-3), resume=True)
+    with pytest.raises(MidogError, match="older version"):
+        train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5, focal_gamma=1.0), resume=True)
+    assert train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5), resume=True)["epochs_done"] == 2

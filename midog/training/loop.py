@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import warnings
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config import REFERENCE, AugmentConfig, Recipe, RunConfig, run_config  # noqa: F401 - RunConfig, run_config: the API
+from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
 from .schedule import OneCycle, grl_alpha
 
@@ -246,10 +247,35 @@ class Trainer:
             "augment": asdict(cfg.augment), "seed": cfg.seed, "select": cfg.select,
         }))
 
+    def legacy_fingerprint(self) -> dict[str, Any] | None:
+        """The fingerprint as `last.pt` files written before the per-concern configuration
+        recorded it, or None when this run changes a setting those versions fixed."""
+        cfg, r, s = self.cfg, self.recipe, self.cfg.sampling
+        o, ro = OptimConfig(), Recipe()
+        if ((cfg.optim.div_factor, cfg.optim.final_div, cfg.optim.moms) != (o.div_factor, o.final_div, o.moms)
+                or (r.match_fg_iou, r.match_bg_iou, r.focal_gamma, r.focal_alpha)
+                != (ro.match_fg_iou, ro.match_bg_iou, ro.focal_gamma, ro.focal_alpha)
+                or dataclasses.replace(cfg.augment, enabled=True) != AugmentConfig()):
+            return None
+        switches = ("detach_laterals", "detach_focal_weights", "normalise", "domain_focal")
+        base = r.name.split("+")[0]
+        custom = any(getattr(r, k) != getattr(make_recipe(base), k) for k in switches)
+        return json.loads(json.dumps({
+            "data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
+            "recipe": {"name": base + "+custom" * custom, **{k: getattr(r, k) for k in switches}},
+            "patch_size": s.patch_size, "per_scanner": s.per_scanner, "train_patches": s.train_patches,
+            "epochs": cfg.optim.epochs, "max_lr": cfg.optim.max_lr, "seed": cfg.seed,
+            "domain_weight": r.domain_weight, "select": cfg.select,
+        }))
+
     def load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["fingerprint"] != self.fingerprint():
-            diff = {k: (v, self.fingerprint().get(k)) for k, v in state["fingerprint"].items() if self.fingerprint().get(k) != v}
+        saved = state["fingerprint"]
+        expected = self.fingerprint() if "sampling" in saved else self.legacy_fingerprint()
+        if expected is None:
+            raise MidogError(f"{path}: cannot resume, written by an older version that fixed settings this run changes")
+        if saved != expected:
+            diff = {k: (v, expected.get(k)) for k, v in saved.items() if expected.get(k) != v}
             raise MidogError(f"{path}: cannot resume, the run's data or settings differ: {diff}")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
