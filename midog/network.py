@@ -6,6 +6,7 @@ matches `RetinaNetDA.pth` key for key and a strict load works.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +38,71 @@ def grad_reverse(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class DomainClassifier(nn.Module):
-    """3 x (unpadded 3x3 conv, BN, ReLU, Dropout), global average pool, linear to domains."""
+    """3 x (unpadded 3x3 conv, BN, ReLU, Dropout), global average pool, linear to domains;
+    the convs keep, halve and halve again the channels."""
 
-    def __init__(self, in_channels: int, n_domains: int = 4) -> None:
+    def __init__(self, in_channels: int, n_domains: int = REFERENCE.n_domains, dropout: float = REFERENCE.domain_dropout,
+                 init_std: float = REFERENCE.domain_init_std) -> None:
         super().__init__()
         chs = [in_channels, in_channels, in_channels // 2, in_channels // 4]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(chs[:-1], chs[1:]):
             conv = nn.Conv2d(c_in, c_out, 3, padding=0, bias=False)
-            nn.init.normal_(conv.weight, 0.0, 0.01)
-            layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.Dropout(0.5)]
+            nn.init.normal_(conv.weight, 0.0, init_std)
+            layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         self.reducer = nn.Sequential(*layers)
         self.reducer2 = nn.Linear(chs[-1], n_domains, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(self.reducer(x), 1).flatten(1)
         return self.reducer2(x)
+
+
+class ResNetEncoder(nn.Sequential):
+    """A torchvision ResNet's body as the reference cut it (fastai's `create_body`): the
+    first eight children, numbered 0 (conv1) to 7 (layer4), so the state_dict reads
+    `encoder.4.0.conv1.weight`. Called, it returns the stride-32 map; `features` returns
+    the stride 8, 16 and 32 maps (layer2-4) that feed the FPN, and `out_channels` their
+    channel counts. Any encoder with `features` and `out_channels` can replace it."""
+
+    # torchvision's names of the kept children, in order: a name's position is its index.
+    CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    FEATURE_LAYERS = ("layer2", "layer3", "layer4")  # strides 8, 16, 32: C3, C4, C5
+    RESIDUAL_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(self, resnet: nn.Module | None = None) -> None:
+        resnet = torchvision.models.resnet18(weights=None) if resnet is None else resnet
+        super().__init__(*(getattr(resnet, name) for name in self.CHILDREN))
+        # A residual stage's width is that of its last BatchNorm (BasicBlock and Bottleneck alike).
+        self.out_channels = tuple(
+            [m for m in getattr(resnet, name).modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+            for name in self.FEATURE_LAYERS
+        )
+
+    def index(self, name: str) -> int:
+        return self.CHILDREN.index(name)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Encoder outputs at strides 8, 16, 32 (layer2, layer3, layer4)."""
+        wanted = {self.index(name) for name in self.FEATURE_LAYERS}
+        out = []
+        for i, module in enumerate(self):
+            x = module(x)
+            if i in wanted:
+                out.append(x)
+            if len(out) == len(wanted):
+                break
+        return tuple(out)
+
+    def load_torchvision(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Load a torchvision ResNet state_dict (its `fc` is ignored); returns missing keys."""
+        renames = {f"{name}.": f"{i}." for i, name in enumerate(self.CHILDREN)}
+        mapped = {}
+        for k, v in state.items():
+            for old, new in renames.items():
+                if k.startswith(old):
+                    mapped[new + k[len(old):]] = v
+        return self.load_state_dict(mapped, strict=False).missing_keys
 
 
 class LateralMerge(nn.Module):
@@ -75,38 +125,47 @@ def _head(out_per_anchor: int, n_anchors: int, chs: int, n_convs: int, final_bia
     return nn.Sequential(*layers, final)
 
 
-class RetinaNetDA(nn.Module):
-    """ResNet18 encoder, 128-channel FPN (P3-P5 used), shared heads and a scanner discriminator."""
+def prior_bias(probability: float) -> float:
+    """The logit that makes a sigmoid output `probability`: log(p / (1 - p))."""
+    return math.log(probability / (1 - probability))
 
-    def __init__(self, config: DetectorConfig = REFERENCE, detach_laterals: bool = False) -> None:
+
+class RetinaNetDA(nn.Module):
+    """An encoder (the reference's ResNet18 body by default), a 128-channel FPN (P3-P5 used),
+    shared heads and a scanner discriminator on the stride-32 map."""
+
+    def __init__(
+        self, config: DetectorConfig = REFERENCE, detach_laterals: bool = False, encoder: nn.Module | None = None
+    ) -> None:
+        """`encoder`: any module with `features(x)` -> (C3, C4, C5) at strides 8, 16, 32 and
+        `out_channels`, their channel counts (default: the reference's ResNet18 body)."""
         super().__init__()
         self.n_classes = config.n_classes
         # The reference's fastai hooks store detached encoder outputs, so no detection gradient
         # flows through the lateral connections. Off by default: gradient through them is the
         # textbook FPN; training can turn it on to reproduce the reference exactly.
         self.detach_laterals = detach_laterals
-        resnet = torchvision.models.resnet18(weights=None)
-        self.encoder = nn.Sequential(*list(resnet.children())[:8])
+        self.encoder = ResNetEncoder() if encoder is None else encoder
+        c3_chs, c4_chs, c5_chs = self.encoder.out_channels
         chs = config.fpn_channels
-        self.c5top5 = nn.Conv2d(512, chs, 1)
-        self.c5top6 = nn.Conv2d(512, chs, 3, stride=2, padding=1)
+        self.c5top5 = nn.Conv2d(c5_chs, chs, 1)
+        # P6 and P7 (stride 64, 128) are built and run in training as in the reference, but unused.
+        self.c5top6 = nn.Conv2d(c5_chs, chs, 3, stride=2, padding=1)
         self.p6top7 = nn.Sequential(nn.ReLU(), nn.Conv2d(chs, chs, 3, stride=2, padding=1))
-        self.merges = nn.ModuleList([LateralMerge(chs, 256), LateralMerge(chs, 128)])
-        self.smoothers = nn.ModuleList([nn.Conv2d(chs, chs, 3, padding=1) for _ in range(3)])
+        self.merges = nn.ModuleList([LateralMerge(chs, c4_chs), LateralMerge(chs, c3_chs)])
+        self.smoothers = nn.ModuleList([nn.Conv2d(chs, chs, 3, padding=1) for _ in range(3)])  # P3, P4, P5
         n_anchors = config.n_anchors
-        self.classifier = _head(config.n_classes, n_anchors, chs, config.n_head_convs, -4.0)
-        self.box_regressor = _head(4, n_anchors, chs, config.n_head_convs, 0.0)
+        self.classifier = _head(config.n_classes, n_anchors, chs, config.n_head_convs, prior_bias(config.prior_probability))
+        self.box_regressor = _head(4, n_anchors, chs, config.n_head_convs, 0.0)  # deltas 0: the anchors as they are
         # d3 and d4 are never called; the reference builds them, so its weights file holds them.
-        self.d3 = DomainClassifier(128, config.n_domains)
-        self.d4 = DomainClassifier(256, config.n_domains)
-        self.d5 = DomainClassifier(512, config.n_domains)
+        domain = dict(n_domains=config.n_domains, dropout=config.domain_dropout, init_std=config.domain_init_std)
+        self.d3 = DomainClassifier(c3_chs, **domain)
+        self.d4 = DomainClassifier(c4_chs, **domain)
+        self.d5 = DomainClassifier(c5_chs, **domain)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encoder outputs at strides 8, 16, 32 (layer2, layer3, layer4)."""
-        c3 = self.encoder[:6](x)
-        c4 = self.encoder[6](c3)
-        c5 = self.encoder[7](c4)
-        return c3, c4, c5
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Encoder outputs at strides 8, 16, 32."""
+        return self.encoder.features(x)
 
     def fpn(self, c3: torch.Tensor, c4: torch.Tensor, c5: torch.Tensor) -> list[torch.Tensor]:
         if self.detach_laterals:
@@ -195,11 +254,17 @@ def fold_batchnorm(model: RetinaNetDA) -> RetinaNetDA:
 
     model = copy.deepcopy(model).eval()
     enc = model.encoder
-    enc[0], enc[1] = fuse_conv_bn_eval(enc[0], enc[1]), nn.Identity()
-    for layer in enc[4:8]:
+    if not isinstance(enc, ResNetEncoder):
+        raise TypeError(f"fold_batchnorm folds a ResNetEncoder, not a {type(enc).__name__}")
+    conv1, bn1 = enc.index("conv1"), enc.index("bn1")
+    enc[conv1], enc[bn1] = fuse_conv_bn_eval(enc[conv1], enc[bn1]), nn.Identity()
+    for layer in (enc[enc.index(name)] for name in enc.RESIDUAL_LAYERS):
         for block in layer:
-            block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
-            block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+            for i in (1, 2, 3):  # BasicBlock has conv1/bn1 and conv2/bn2, Bottleneck also a third pair
+                if hasattr(block, f"bn{i}"):
+                    conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
+                    setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                    setattr(block, f"bn{i}", nn.Identity())
             if block.downsample is not None:
                 block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
     return model

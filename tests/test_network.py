@@ -129,3 +129,50 @@ def test_fold_batchnorm_keeps_the_function():
                 m.reset_running_stats()
         cls_plain, box_plain = model(x)
     assert (cls_plain - ref_cls).abs().max().item() > 1e-3 and (box_plain - ref_box).abs().max().item() > 1e-3
+
+
+def test_classifier_prior_is_the_references_bias():
+    from midog.config import REFERENCE
+    from midog.network import prior_bias
+
+    assert prior_bias(REFERENCE.prior_probability) == -4.0  # exactly, in float64
+    model = RetinaNetDA()
+    assert torch.equal(model.classifier[-1].bias, torch.full_like(model.classifier[-1].bias, -4.0))
+    assert torch.equal(model.box_regressor[-1].bias, torch.zeros_like(model.box_regressor[-1].bias))
+    with torch.no_grad():
+        cls, _ = model.eval()(torch.rand(1, 3, 256, 256))
+    assert torch.allclose(torch.sigmoid(cls), torch.tensor(REFERENCE.prior_probability))
+
+
+def test_encoder_is_a_constructor_argument():
+    import torchvision
+
+    from midog.network import ResNetEncoder
+
+    # A wider torchvision ResNet: the FPN and discriminators take its channel counts.
+    wide = ResNetEncoder(torchvision.models.resnet50(weights=None))
+    assert wide.out_channels == (512, 1024, 2048)
+    model = RetinaNetDA(encoder=wide).eval()
+    assert model.c5top5.in_channels == 2048 and model.merges[1].conv_lat.in_channels == 512
+    with torch.no_grad():
+        cls, box = model(torch.zeros(1, 3, 256, 256))
+    assert cls.shape == (1, 6720, 2) and box.shape == (1, 6720, 4)
+
+    # The default encoder's stride 8/16/32 maps are layer2-4 of torchvision's ResNet18.
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    enc = ResNetEncoder(resnet).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        c2 = resnet.layer1(resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x)))))
+        c3 = resnet.layer2(c2)
+        c4 = resnet.layer3(c3)
+        c5 = resnet.layer4(c4)
+        ours = enc.features(x)
+        assert all(torch.equal(a, b) for a, b in zip(ours, (c3, c4, c5)))
+        assert torch.equal(enc(x), c5)  # called, the stride-32 map (the UMAP features use it)
+
+    # ImageNet-style torchvision weights load by name into the numbered modules.
+    other = torchvision.models.resnet18(weights=None)
+    fresh = ResNetEncoder()
+    assert fresh.load_torchvision(other.state_dict()) == []
+    assert torch.equal(fresh[fresh.index("layer3")][0].conv1.weight, other.layer3[0].conv1.weight)

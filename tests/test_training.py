@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from midog.config import OptimConfig
 from midog.errors import MidogError
 from midog.training import data as tdata
 from midog.training.augment import AugmentConfig, augment_batch, transform_boxes
@@ -183,14 +184,14 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(annotations: Path, out: Path, **kw):  # noqa: ANN202
-    from midog.training.loop import RunConfig
+    from midog.training.loop import run_config
 
     base = dict(
-        annotations=str(annotations), out_dir=str(out), patch_size=224, per_scanner=1, train_patches=2,
+        patch_size=224, per_scanner=1, train_patches=2,
         val_patches=1, epochs=2, max_lr=1e-3, backbone="none", val_per_scanner=1, progress=False, threads=1, amp="bf16",
     )
     base.update(kw)
-    return RunConfig(**base)
+    return run_config(annotations, out, **base)
 
 
 def test_loss_falls_on_a_tiny_synthetic_set(tiny_set: Path, tmp_path: Path) -> None:
@@ -242,6 +243,9 @@ def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) ->
     model, meta = load_model(tmp_path / "b" / "best.pth")
     assert 0 < meta["threshold"] < 1 and meta["data"]["annotations_sha256"]
     assert meta["normalisation"]["mean"] == [0.7481, 0.5692, 0.7225]
+    # The checkpoint records the run's whole configuration, every concern.
+    assert meta["train"] == json.loads(json.dumps(_cfg(tiny_set, tmp_path / "b", val_every=2).to_dict()))
+    assert meta["train"]["objective"] == meta["recipe"] and meta["train"]["sampling"]["patch_size"] == 224
     half = export_weights(tmp_path / "b" / "best.pth", tmp_path / "half.pth")
     _, meta_half = load_model(half)
     assert meta_half["threshold"] == meta["threshold"]
@@ -252,9 +256,31 @@ def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) ->
 def test_cli_registers_train() -> None:
     from midog.cli import build_parser
 
+    from midog.config import AugmentConfig, OptimConfig, Recipe
+    from midog.training.cli import config_from_args
+
     args = build_parser().parse_args(["train", "x/MIDOG.json", "--out", "r", "--domain-weight", "0", "--amp", "bf16"])
-    assert args.domain_weight == 0 and args.epochs == 200 and args.patch_size == 512 and args.per_scanner == 3
-    assert args.train_patches == 1500 and args.val_patches == 500 and args.max_lr == 1e-4
+    cfg = config_from_args(args)
+    assert cfg.data.annotations == "x/MIDOG.json" and cfg.out_dir == "r" and cfg.amp == "bf16"
+    assert cfg.objective.domain_weight == 0 and cfg.objective.name == "reference+custom"
+    assert cfg.optim == OptimConfig() and cfg.optim.epochs == 200 and cfg.optim.max_lr == 1e-4
+    s = cfg.sampling
+    assert s.patch_size == 512 and s.per_scanner == 3 and s.train_patches == 1500 and s.val_patches == 500
+    assert cfg.augment == AugmentConfig() and cfg.data.box_format == "xyxy" and cfg.progress
+
+    # Every concern can be changed from the command line, the recipe flags over the named recipe.
+    args = build_parser().parse_args([
+        "train", "x/MIDOG.json", "-o", "r", "--recipe", "improved", "--detach-laterals", "--focal-gamma", "1.5",
+        "--match-fg-iou", "0.6", "--betas", "0.8", "0.9", "--max-zoom", "1.5", "--no-augment", "--coco-xywh",
+        "--threads", "2", "--no-progress", "--focal-weights", "detached",
+    ])
+    cfg = config_from_args(args)
+    assert cfg.objective == Recipe(
+        "improved+custom", detach_laterals=True, detach_focal_weights=True, normalise="batch", domain_focal="per_sample",
+        match_fg_iou=0.6, focal_gamma=1.5,
+    )
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.augment.max_zoom == 1.5 and not cfg.augment.enabled
+    assert cfg.data.box_format == "xywh" and cfg.threads == 2 and not cfg.progress
 
 
 # ---------------------------------------------------------------------------
@@ -288,14 +314,14 @@ def test_normalisation_and_domain_options() -> None:
     targets = torch.randn(3, 10, 4)
     dom = torch.randn(3, 4) * 3
     domains, labelled = torch.tensor([0, 1, 2]), torch.tensor([True, True, True])
-    ref = total_loss(logits, deltas, dom, matches, targets, domains, labelled, 1.0)
+    ref = total_loss(logits, deltas, dom, matches, targets, domains, labelled)
     # Reference: each patch normalised by its own positives, the empty one not at all.
     per = [detection_loss(logits[i], deltas[i], matches[i], targets[i]) for i in range(3)]
     assert torch.isclose(ref.detection, sum(per) / 3)
     ce = torch.nn.functional.cross_entropy(dom, domains)
     assert torch.isclose(ref.domain, 0.25 * (1 - torch.exp(-ce)) ** 2 * ce / 3)
     assert torch.isclose(ref.total, ref.detection + ref.domain)
-    imp = total_loss(logits, deltas, dom, matches, targets, domains, labelled, 1.0, recipe=RECIPES["improved"])
+    imp = total_loss(logits, deltas, dom, matches, targets, domains, labelled, recipe=RECIPES["improved"])
     assert torch.isclose(imp.domain, domain_focal_loss(dom, domains, mode="per_sample"))
     assert torch.isclose(imp.cls_per_patch.sum(), ref.cls_per_patch.sum())  # per-patch values stay reported
     n = 8
@@ -311,14 +337,18 @@ def test_normalisation_and_domain_options() -> None:
 
 def test_recipe_flags_override_one_field() -> None:
     from midog.config import RECIPES
-    from midog.training.loop import RunConfig, resolve_recipe
+    from midog.config import make_recipe
+    from midog.training.loop import run_config
 
-    ref = resolve_recipe(RunConfig("x", "y"))
+    ref = run_config("x", "y").objective
     assert ref == RECIPES["reference"] and ref.detach_laterals and ref.detach_focal_weights
-    one = resolve_recipe(RunConfig("x", "y", detach_laterals=False))
+    one = run_config("x", "y", detach_laterals=False).objective
     assert not one.detach_laterals and one.domain_focal == "batch_mean" and one.name == "reference+custom"
+    assert make_recipe("improved") == RECIPES["improved"]
     with pytest.raises(MidogError, match="recipe"):
-        resolve_recipe(RunConfig("x", "y", recipe="fancy"))
+        run_config("x", "y", recipe="fancy")
+    with pytest.raises(MidogError, match="normalise"):
+        make_recipe(normalise="image")
 
 
 def test_box_kept_only_when_its_centre_is_strictly_inside() -> None:
@@ -345,7 +375,7 @@ def test_empty_patch_is_front_padded_with_the_dummy_box_and_all_background() -> 
 def test_one_cycle_and_alpha_are_fastai_s() -> None:
     from midog.training.schedule import OneCycle, grl_alpha
 
-    s = OneCycle(100000, 1e-4)
+    s = OneCycle(100000, OptimConfig(max_lr=1e-4))
     for k, lr, mom in [(0, 4e-6, 0.95), (1000, 4.262949022e-06, 0.9497260948), (30000, 1e-4, 0.85),
                        (50000, 8.117456540e-05, 0.8688255099), (99999, 4.000503549e-10, 0.9499999999)]:
         assert math.isclose(s.lr(k), lr, rel_tol=1e-9) and math.isclose(s.momentum(k), mom, rel_tol=1e-9)
@@ -353,3 +383,95 @@ def test_one_cycle_and_alpha_are_fastai_s() -> None:
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], betas=(0.9, 0.99))
     s.apply(opt, 30000)
     assert opt.param_groups[0]["lr"] == 1e-4 and opt.param_groups[0]["betas"] == (0.85, 0.99)
+
+
+def test_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
+    import torchvision
+
+    from midog.network import RetinaNetDA
+    from midog.training.loop import init_backbone
+
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    model = RetinaNetDA()
+    assert init_backbone(model, str(tmp_path / "r18.pth")) == str(tmp_path / "r18.pth")
+    assert torch.equal(model.encoder[5][1].conv2.weight, resnet.layer2[1].conv2.weight)
+    torch.save({"conv1.weight": resnet.conv1.weight}, tmp_path / "partial.pth")
+    with pytest.raises(MidogError, match="not a ResNet18"):
+        init_backbone(model, str(tmp_path / "partial.pth"))
+
+
+def test_every_config_field_is_an_option_and_comes_back() -> None:
+    """The generated CLI: each field of each concern has an option, and a value given there
+    lands in that field (so a field added to a dataclass is settable from `midog train`)."""
+    import dataclasses
+    import typing
+
+    from midog.cli import build_parser
+    from midog.config import RunConfig
+    from midog.training.cli import config_from_args
+
+    def leaves(cls, path=()):  # noqa: ANN001, ANN202
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from leaves(hints[f.name], (*path, f.name))
+            elif f.metadata.get("cli", {}).get("enabled", True):
+                yield (*path, f.name), f
+
+    checked = 0
+    for path, f in leaves(RunConfig):
+        spec = f.metadata["cli"]
+        if spec["positional"] or spec["const"] is not None or spec["choices"] is not None or f.type == "bool":
+            continue
+        flag = "--" + (spec["flag"] or f.name.replace("_", "-"))  # parse_args exits if it is not an option
+        value = {"int": "7", "float": "0.125", "str": "xyz"}
+        hint = str(f.type)
+        if "tuple" in hint:
+            argv, expected = [flag, "0.125", "0.25"], (0.125, 0.25)
+        else:
+            key = next(k for k in value if k in hint)
+            argv, expected = [flag, value[key]], {"int": 7, "float": 0.125, "str": "xyz"}[key]
+        cfg = config_from_args(build_parser().parse_args(["train", "m.json", "-o", "r", *argv]))
+        got = cfg
+        for name in path:
+            got = getattr(got, name)
+        assert got == expected, (flag, got)
+        checked += 1
+    assert checked >= 25
+
+
+def test_a_runs_iou_thresholds_reach_the_matching() -> None:
+    from midog.anchors import make_anchors
+    from midog.config import make_recipe
+    from midog.training.loop import make_batch
+    from midog.training.sampler import Patch
+
+    patch = Patch(np.zeros((256, 256, 3), np.uint8), np.array([[100, 100, 150, 150]], np.float32), 0, True)
+    anchors = make_anchors(tile_size=256)
+    ref = make_batch([patch], anchors, 256)
+    loose = make_batch([patch], anchors, 256, recipe=make_recipe(match_fg_iou=0.3, match_bg_iou=0.2))
+    assert int((loose.matches >= 0).sum()) > int((ref.matches >= 0).sum()) > 0
+
+
+def test_resumes_a_last_pt_of_the_previous_layout(tiny_set: Path, tmp_path: Path) -> None:
+    from midog.training.loop import train
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5), stop_after=1)
+    state = torch.load(out / "last.pt", weights_only=True)
+    new = state["fingerprint"]
+    # What the code before the per-concern configuration wrote for this run.
+    state["fingerprint"] = {
+        "data": new["data"], "split": new["split"],
+        "recipe": {"name": "reference", "detach_laterals": True, "detach_focal_weights": True,
+                   "normalise": "patch", "domain_focal": "batch_mean"},
+        "patch_size": 224, "per_scanner": 1, "train_patches": 2, "epochs": 2, "max_lr": 1e-3, "seed": 0,
+        "domain_weight": 0.5, "select": "aucpr",
+    }
+    torch.save(state, out / "last.pt")
+    with pytest.raises(MidogError, match="differ"):
+        train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5, max_lr=2e-3), resume=True)
+    with pytest.raises(MidogError, match="older version"):
+        train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5, focal_gamma=1.0), resume=True)
+    assert train(_cfg(tiny_set, out, val_every=2, domain_weight=0.5), resume=True)["epochs_done"] == 2

@@ -95,7 +95,7 @@ def run_case(z, folder: Path, case: str, model) -> dict[str, np.ndarray]:
     logits, deltas, dom = model.forward_train(batch.x, 1.0)
     for t in (logits, deltas, dom):
         t.retain_grad()
-    parts = total_loss(logits, deltas, dom, batch.matches, batch.targets, batch.domains, batch.labelled, domain_weight=1.0)
+    parts = total_loss(logits, deltas, dom, batch.matches, batch.targets, batch.domains, batch.labelled)
     parts.total.backward()
 
     n_pos = []

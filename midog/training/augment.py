@@ -1,5 +1,6 @@
 """Augmentation of a batch (docs/reference-algorithm.md#training-recipe): dihedral flips, rotation, zoom, perspective
-warp and lighting, each with probability 0.5.
+warp and lighting, each with probability `AugmentConfig.p` (0.5); the strengths are the
+run's `AugmentConfig`.
 
 Geometry is one projective matrix per patch, applied with `grid_sample`, so the patch is
 resampled once. Boxes follow their centre; a 50 px cell box stays a square of the cell's
@@ -9,28 +10,12 @@ new size instead of growing around rotated corners.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-
-
-_T = TrainConfig()
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The reference's augmentation strengths, taken from `midog.config.TrainConfig`."""
-
-    p: float = 0.5
-    max_rotate_deg: float = _T.max_rotate_deg
-    max_zoom: float = _T.max_zoom
-    max_warp: float = _T.max_warp
-    max_lighting: float = _T.max_lighting
-    enabled: bool = True
+from ..config import AugmentConfig  # noqa: F401 - its home is midog.config; imported from here too
 
 
 def random_matrix(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW
 (fastai 1.0.61's schedule, as the reference used), the GRL alpha schedule, validation and
-model selection each epoch, checkpoints, resume, CSV log and plot. The objective is
-`recipe` ("reference" by default, see `Recipe`).
+model selection each epoch, checkpoints, resume, CSV log and plot. Everything a run uses
+comes from its `RunConfig` (midog.config: data, sampling, optimisation, the objective's
+`Recipe`, augmentation, run settings), and `best.pth`'s metadata records all of it.
 
 Run folder:
 - `last.pt`: everything needed to continue (model, optimiser, scheduler, scaler, RNG,
@@ -23,14 +24,14 @@ is the reference code's rule: lowest validation detection loss minus domain loss
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,68 +39,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config import RECIPES, REFERENCE, Recipe, TrainConfig
+from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
 from .schedule import OneCycle, grl_alpha
-
-_T = TrainConfig()
-
-
-@dataclass
-class RunConfig:
-    """Everything a run depends on; defaults are the reference's values (docs/reference-algorithm.md#training-recipe)."""
-
-    annotations: str
-    out_dir: str
-    images_dir: str | None = None
-    box_format: str = "xyxy"
-    scanners_file: str | None = None
-    unlabeled: str | None = None
-    split_file: str | None = None
-    val_per_scanner: int | None = None
-    test_per_scanner: int = 0
-    patch_size: int = _T.patch_size
-    per_scanner: int = _T.patches_per_scanner_in_batch
-    train_patches: int = _T.train_patches_per_scanner
-    val_patches: int = _T.val_patches_per_scanner
-    epochs: int = _T.epochs
-    max_lr: float = _T.max_lr
-    weight_decay: float = _T.weight_decay
-    betas: tuple[float, float] = _T.betas
-    pct_start: float = _T.pct_start  # fastai's fit_one_cycle default, which the reference used
-    domain_weight: float = _T.domain_weight
-    positive_fraction: float = _T.positive_fraction
-    augment: bool = True
-    recipe: str = "reference"  # "reference" or "improved"; the four fields below override it
-    detach_laterals: bool | None = None
-    detach_focal_weights: bool | None = None
-    normalise: str | None = None
-    domain_focal: str | None = None
-    backbone: str = "imagenet"  # "imagenet", "none" or a path to a torchvision resnet18 state_dict
-    device: str = "auto"
-    amp: str = "off"  # off, bf16, fp16, auto
-    select: str = "aucpr"
-    val_every: int = 1
-    val_min_score: float = 0.05
-    seed: int = _T.seed
-    threads: int | None = None
-    cache_images: int = 16
-    progress: bool = True
-
-
-def resolve_recipe(cfg: RunConfig) -> Recipe:
-    """The named recipe with the run's per-field overrides."""
-    if cfg.recipe not in RECIPES:
-        raise MidogError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
-    over = {k: getattr(cfg, k) for k in ("detach_laterals", "detach_focal_weights", "normalise", "domain_focal") if getattr(cfg, k) is not None}
-    if over.get("normalise", "patch") not in ("patch", "batch"):
-        raise MidogError(f"--normalise must be patch or batch, got {over['normalise']!r}")
-    if over.get("domain_focal", "batch_mean") not in ("batch_mean", "per_sample"):
-        raise MidogError(f"--domain-focal must be batch_mean or per_sample, got {over['domain_focal']!r}")
-    recipe = dataclasses.replace(RECIPES[cfg.recipe], **over)
-    if recipe != RECIPES[cfg.recipe]:
-        recipe = dataclasses.replace(recipe, name=f"{cfg.recipe}+custom")
-    return recipe
 
 
 @dataclass
@@ -115,10 +57,16 @@ class Batch:
 
 
 def make_batch(
-    patches: list, anchors: torch.Tensor, size: int, rng: np.random.Generator | None = None, aug: Any = None
+    patches: list,
+    anchors: torch.Tensor,
+    size: int,
+    rng: np.random.Generator | None = None,
+    aug: AugmentConfig | None = None,
+    recipe: Recipe = Recipe(),
 ) -> Batch:
     """Patches -> network input and targets: pixels / 255 (in float64, then float32, as the
-    reference's pil2tensor), optional augmentation, normalisation, matching."""
+    reference's pil2tensor), optional augmentation, normalisation, matching with the
+    recipe's IoU thresholds."""
     from .augment import augment_batch
     from .matching import build_targets
 
@@ -129,7 +77,7 @@ def make_batch(
         x, boxes = augment_batch(x, boxes, rng, aug)
     mean = torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)
     std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
-    matches, targets = build_targets(anchors, boxes, size, REFERENCE, _T.match_fg_iou, _T.match_bg_iou)
+    matches, targets = build_targets(anchors, boxes, size, REFERENCE, recipe.match_fg_iou, recipe.match_bg_iou)
     return Batch(
         ((x - mean) / std).to(device), matches, targets,
         torch.tensor([p.domain for p in patches], device=device),
@@ -170,7 +118,6 @@ def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
 
 def init_backbone(model: torch.nn.Module, spec: str) -> str:
     """Load ImageNet ResNet18 weights into the encoder; returns what was used."""
-    renames = {"conv1.": "0.", "bn1.": "1.", "layer1.": "4.", "layer2.": "5.", "layer3.": "6.", "layer4.": "7."}
     if spec == "none":
         return "random"
     try:
@@ -187,12 +134,7 @@ def init_backbone(model: torch.nn.Module, spec: str) -> str:
             stacklevel=2,
         )
         return "random (ImageNet weights unavailable)"
-    mapped = {}
-    for k, v in state.items():
-        for old, new in renames.items():
-            if k.startswith(old):
-                mapped[new + k[len(old):]] = v
-    missing, _ = model.encoder.load_state_dict(mapped, strict=False)
+    missing = model.encoder.load_torchvision(state)
     if missing:
         raise MidogError(f"{spec}: not a ResNet18 state_dict (missing {missing[:4]})")
     return spec
@@ -207,54 +149,54 @@ class Trainer:
     def __init__(self, cfg: RunConfig) -> None:
         from ..anchors import make_anchors
         from ..network import RetinaNetDA
-        from .augment import AugmentConfig
         from .data import ImageStore, apply_split, load_midog, read_scanner_ranges, read_split_file, seeded_split, split_fingerprint
         from .sampler import BatchSampler
 
         self.cfg = cfg
+        sampling, data = cfg.sampling, cfg.data
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device, self.amp = resolve_device(cfg)
-        if cfg.patch_size < 224 and cfg.domain_weight > 0:
+        if sampling.patch_size < 224 and cfg.objective.domain_weight > 0:
             raise MidogError("the domain classifier needs patches of at least 224 px (3 unpadded convs on the /32 map)")
-        if cfg.patch_size % 32:
+        if sampling.patch_size % 32:
             raise MidogError("--patch-size must be a multiple of 32")
 
-        ranges, unlabeled = (read_scanner_ranges(cfg.scanners_file) if cfg.scanners_file else (None, None))
-        self.data = load_midog(cfg.annotations, cfg.images_dir, ranges, cfg.unlabeled or unlabeled, cfg.box_format)
+        ranges, unlabeled = (read_scanner_ranges(data.scanners_file) if data.scanners_file else (None, None))
+        self.data = load_midog(data.annotations, data.images_dir, ranges, data.unlabeled or unlabeled, data.box_format)
         if len(self.data.scanners) != REFERENCE.n_domains:
             raise MidogError(f"the network's domain classifier has {REFERENCE.n_domains} outputs; got {len(self.data.scanners)} scanners")
-        if cfg.split_file:
-            self.split = read_split_file(cfg.split_file)
+        if data.split_file:
+            self.split = read_split_file(data.split_file)
         else:
-            self.split = seeded_split(self.data, cfg.val_per_scanner, cfg.test_per_scanner, cfg.seed)
+            self.split = seeded_split(self.data, data.val_per_scanner, data.test_per_scanner, cfg.seed)
         self.parts = apply_split(self.data, self.split)
         if not any(r.labelled for r in self.parts["train"]):
             raise MidogError("no labelled training images after the split")
         self.store = ImageStore(cfg.cache_images)
-        self.train_sampler = BatchSampler(self.parts["train"], len(self.data.scanners), self.store, cfg.patch_size, cfg.per_scanner, cfg.positive_fraction)
-        self.val_sampler = BatchSampler(self.parts["valid"], len(self.data.scanners), self.store, cfg.patch_size, cfg.per_scanner, cfg.positive_fraction)
-        self.aug = AugmentConfig(enabled=cfg.augment)
-        self.anchors = make_anchors(REFERENCE, cfg.patch_size).to(self.device)
-        self.steps_per_epoch = max(1, math.ceil(cfg.train_patches / cfg.per_scanner))
+        self.train_sampler = BatchSampler(self.parts["train"], len(self.data.scanners), self.store, sampling)
+        self.val_sampler = BatchSampler(self.parts["valid"], len(self.data.scanners), self.store, sampling)
+        self.anchors = make_anchors(REFERENCE, sampling.patch_size).to(self.device)
+        self.steps_per_epoch = max(1, math.ceil(sampling.train_patches / sampling.per_scanner))
 
         torch.manual_seed(cfg.seed)
-        self.recipe = resolve_recipe(cfg)
+        self.recipe = cfg.objective
         self.model = RetinaNetDA(REFERENCE, detach_laterals=self.recipe.detach_laterals)
         self.backbone = init_backbone(self.model, cfg.backbone)
         self.model.to(self.device)
         # Decoupled weight decay on every parameter (BatchNorm too), as fastai's true_wd/bn_wd.
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.max_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.sched = OneCycle(cfg.epochs * self.steps_per_epoch, cfg.max_lr, pct_start=cfg.pct_start)
+        optim = cfg.optim
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=optim.max_lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        self.sched = OneCycle(optim.epochs * self.steps_per_epoch, optim)
         self.step = 0  # optimiser steps done
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.epoch = 0  # epochs finished
         self.rows: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.data_meta = {
-            "annotations": str(cfg.annotations),
+            "annotations": str(data.annotations),
             "annotations_sha256": self.data.fingerprint,
             "split_sha256": split_fingerprint(self.split),
             "scanners": self.data.scanners,
@@ -270,7 +212,7 @@ class Trainer:
             "threshold": row.get("threshold", REFERENCE.threshold),
             "normalisation": {"mean": list(REFERENCE.mean), "std": list(REFERENCE.std), "scale": "pixel / 255"},
             "config": REFERENCE.to_dict(),
-            "train": dataclasses.asdict(self.cfg),
+            "train": self.cfg.to_dict(),
             "recipe": self.recipe.to_dict(),
             "backbone_init": self.backbone,
             "data": self.data_meta,
@@ -295,16 +237,45 @@ class Trainer:
         }
 
     def fingerprint(self) -> dict[str, Any]:
-        """What must not change between a run and its resumption."""
-        keep = ("patch_size", "per_scanner", "train_patches", "epochs", "max_lr", "seed", "domain_weight", "select")
-        return {"data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
-                "recipe": self.recipe.to_dict(),
-                **{k: getattr(self.cfg, k) for k in keep}}
+        """What must not change between a run and its resumption: everything that shapes the
+        training steps (validation settings and the machine may change)."""
+        cfg = self.cfg
+        sampling = {k: v for k, v in asdict(cfg.sampling).items() if k != "val_patches"}
+        return json.loads(json.dumps({
+            "data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
+            "sampling": sampling, "optim": asdict(cfg.optim), "recipe": self.recipe.to_dict(),
+            "augment": asdict(cfg.augment), "seed": cfg.seed, "select": cfg.select,
+        }))
+
+    def legacy_fingerprint(self) -> dict[str, Any] | None:
+        """The fingerprint as `last.pt` files written before the per-concern configuration
+        recorded it, or None when this run changes a setting those versions fixed."""
+        cfg, r, s = self.cfg, self.recipe, self.cfg.sampling
+        o, ro = OptimConfig(), Recipe()
+        if ((cfg.optim.div_factor, cfg.optim.final_div, cfg.optim.moms) != (o.div_factor, o.final_div, o.moms)
+                or (r.match_fg_iou, r.match_bg_iou, r.focal_gamma, r.focal_alpha)
+                != (ro.match_fg_iou, ro.match_bg_iou, ro.focal_gamma, ro.focal_alpha)
+                or dataclasses.replace(cfg.augment, enabled=True) != AugmentConfig()):
+            return None
+        switches = ("detach_laterals", "detach_focal_weights", "normalise", "domain_focal")
+        base = r.name.split("+")[0]
+        custom = any(getattr(r, k) != getattr(make_recipe(base), k) for k in switches)
+        return json.loads(json.dumps({
+            "data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
+            "recipe": {"name": base + "+custom" * custom, **{k: getattr(r, k) for k in switches}},
+            "patch_size": s.patch_size, "per_scanner": s.per_scanner, "train_patches": s.train_patches,
+            "epochs": cfg.optim.epochs, "max_lr": cfg.optim.max_lr, "seed": cfg.seed,
+            "domain_weight": r.domain_weight, "select": cfg.select,
+        }))
 
     def load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["fingerprint"] != self.fingerprint():
-            diff = {k: (v, self.fingerprint().get(k)) for k, v in state["fingerprint"].items() if self.fingerprint().get(k) != v}
+        saved = state["fingerprint"]
+        expected = self.fingerprint() if "sampling" in saved else self.legacy_fingerprint()
+        if expected is None:
+            raise MidogError(f"{path}: cannot resume, written by an older version that fixed settings this run changes")
+        if saved != expected:
+            diff = {k: (v, expected.get(k)) for k, v in saved.items() if expected.get(k) != v}
             raise MidogError(f"{path}: cannot resume, the run's data or settings differ: {diff}")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
@@ -319,16 +290,13 @@ class Trainer:
         from .losses import total_loss
         from .validate import autocast
 
-        b = make_batch(patches, self.anchors, self.cfg.patch_size, rng, self.aug if augment else None)
+        b = make_batch(patches, self.anchors, self.cfg.sampling.patch_size, rng, self.cfg.augment if augment else None, self.recipe)
         with autocast(self.device, self.amp):
-            if self.cfg.domain_weight > 0:
+            if self.recipe.domain_weight > 0:
                 logits, deltas, dom = self.model.forward_train(b.x, alpha)
             else:
                 (logits, deltas), dom = self.model(b.x), None
-        return total_loss(
-            logits, deltas, dom, b.matches, b.targets, b.domains, b.labelled, self.cfg.domain_weight,
-            _T.focal_gamma, _T.focal_alpha, self.recipe,
-        )
+        return total_loss(logits, deltas, dom, b.matches, b.targets, b.domains, b.labelled, self.recipe)
 
     def train_epoch(self) -> dict[str, float]:
         from tqdm import tqdm
@@ -336,12 +304,12 @@ class Trainer:
         cfg, epoch = self.cfg, self.epoch
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         torch.manual_seed(cfg.seed * 100003 + epoch)
-        alpha = grl_alpha(epoch, cfg.epochs)
+        alpha = grl_alpha(epoch, cfg.optim.epochs)
         self.model.train()
         sums = np.zeros(3)
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not cfg.progress, leave=False)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", disable=not cfg.progress, leave=False)
         for _ in bar:
-            parts = self.batch_loss(self.train_sampler.batch(rng), rng, cfg.augment, alpha)
+            parts = self.batch_loss(self.train_sampler.batch(rng), rng, cfg.augment.enabled, alpha)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(parts.total).backward()
             self.sched.apply(self.opt, self.step)
@@ -362,7 +330,7 @@ class Trainer:
         out: dict[str, Any] = {}
         # Fixed patches every epoch (same seed), so the losses are comparable over epochs.
         rng = np.random.default_rng([cfg.seed, 2**31 - 1])
-        n_batches = math.ceil(cfg.val_patches / cfg.per_scanner) if self.val_sampler.domains else 0
+        n_batches = math.ceil(cfg.sampling.val_patches / cfg.sampling.per_scanner) if self.val_sampler.domains else 0
         det = dom = 0.0
         for _ in range(n_batches):
             patches = self.val_sampler.batch(rng)
@@ -405,19 +373,20 @@ class Trainer:
     # -- the run -------------------------------------------------------------------
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train until `cfg.epochs` (or `stop_after` more epochs); returns the summary."""
+        """Train until `cfg.optim.epochs` (or `stop_after` more epochs); returns the summary."""
         cfg = self.cfg
+        epochs = cfg.optim.epochs
         done_now = 0
-        while self.epoch < cfg.epochs and (stop_after is None or done_now < stop_after):
+        while self.epoch < epochs and (stop_after is None or done_now < stop_after):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": self.epoch + 1, "step": (self.epoch + 1) * self.steps_per_epoch}
             row.update(self.train_epoch())
             t_train = time.perf_counter() - t0
-            row["patches_per_s"] = self.steps_per_epoch * cfg.per_scanner * len(self.train_sampler.domains) / t_train
+            row["patches_per_s"] = self.steps_per_epoch * cfg.sampling.per_scanner * len(self.train_sampler.domains) / t_train
             # Throughput is known before validation, which can be long (or fail): say it now.
             print(f"epoch {row['epoch']}: trained in {t_train:.1f} s, {row['patches_per_s']:.1f} patches/s, "
                   f"loss {row['train_loss']:.4g}", file=sys.stderr, flush=True)
-            last = self.epoch + 1 == cfg.epochs
+            last = self.epoch + 1 == epochs
             if (self.epoch + 1) % cfg.val_every == 0 or last:
                 row.update(self.validate())
             row["seconds"] = time.perf_counter() - t0
@@ -432,7 +401,7 @@ class Trainer:
             done_now += 1
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if "[" not in k)
             print(msg, file=sys.stderr, flush=True)
-        summary = {"epochs_done": self.epoch, "epochs": cfg.epochs, "best": self.best, "out_dir": str(self.out)}
+        summary = {"epochs_done": self.epoch, "epochs": epochs, "best": self.best, "out_dir": str(self.out)}
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         self.store.close()
         return summary

@@ -34,7 +34,11 @@ class LossParts:
 
 
 def focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25, detach_weights: bool = True
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    gamma: float = REFERENCE_RECIPE.focal_gamma,
+    alpha: float = REFERENCE_RECIPE.focal_alpha,
+    detach_weights: bool = True,
 ) -> torch.Tensor:
     """Summed sigmoid focal loss; `alpha` weights negatives, 1 - alpha positives."""
     if not detach_weights:
@@ -53,8 +57,8 @@ def patch_losses(
     box_deltas: torch.Tensor,
     matches: torch.Tensor,
     box_targets: torch.Tensor,
-    gamma: float = 2.0,
-    alpha: float = 0.25,
+    gamma: float = REFERENCE_RECIPE.focal_gamma,
+    alpha: float = REFERENCE_RECIPE.focal_alpha,
     detach_weights: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """One patch: (box loss mean, box loss sum, focal sum, n positives)."""
@@ -77,8 +81,8 @@ def detection_loss(
     box_deltas: torch.Tensor,
     matches: torch.Tensor,
     box_targets: torch.Tensor,
-    gamma: float = 2.0,
-    alpha: float = 0.25,
+    gamma: float = REFERENCE_RECIPE.focal_gamma,
+    alpha: float = REFERENCE_RECIPE.focal_alpha,
 ) -> torch.Tensor:
     """One patch, the reference's way: box mean + focal sum / max(1, positives)."""
     box, _, cls, n_fg = patch_losses(class_logits, box_deltas, matches, box_targets, gamma, alpha)
@@ -86,7 +90,11 @@ def detection_loss(
 
 
 def domain_focal_loss(
-    domain_logits: torch.Tensor, domains: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25, mode: str = "batch_mean"
+    domain_logits: torch.Tensor,
+    domains: torch.Tensor,
+    gamma: float = REFERENCE_RECIPE.focal_gamma,
+    alpha: float = REFERENCE_RECIPE.focal_alpha,
+    mode: str = "batch_mean",
 ) -> torch.Tensor:
     """Focal cross-entropy of the scanner classifier.
 
@@ -110,12 +118,11 @@ def total_loss(
     box_targets: torch.Tensor,
     domains: torch.Tensor,
     labelled: torch.Tensor,
-    domain_weight: float = 1.0,
-    gamma: float = 2.0,
-    alpha: float = 0.25,
     recipe: Recipe = REFERENCE_RECIPE,
 ) -> LossParts:
-    """The batch loss; computed in float32 whatever the autocast."""
+    """The batch loss of `recipe` (its switches, focal gamma and alpha, domain weight);
+    computed in float32 whatever the autocast."""
+    gamma, alpha = recipe.focal_gamma, recipe.focal_alpha
     class_logits, box_deltas = class_logits.float(), box_deltas.float()
     box_means, box_sums, cls_sums, n_pos = [], [], [], []
     for i in range(class_logits.shape[0]):
@@ -139,4 +146,4 @@ def total_loss(
         dom = domain_focal_loss(domain_logits.float(), domains, gamma, alpha, recipe.domain_focal)
         if recipe.domain_focal == "batch_mean":
             dom = dom / domain_logits.shape[0]  # the reference divides by the batch size again
-    return LossParts(det + domain_weight * dom, det.detach(), dom.detach(), box_mean.detach(), cls_norm.detach())
+    return LossParts(det + recipe.domain_weight * dom, det.detach(), dom.detach(), box_mean.detach(), cls_norm.detach())

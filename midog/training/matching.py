@@ -1,8 +1,8 @@
 """Anchor matching and regression targets, as the reference computes them
 (docs/reference-algorithm.md#anchors-and-box-coding, #training-recipe).
 
-An anchor is foreground when its best IoU with a ground-truth box is strictly above 0.5,
-background below 0.4, ignored in between. There is no forced best-anchor match: a box that
+An anchor is foreground when its best IoU with a ground-truth box is strictly above
+`fg_iou` (0.5), background below `bg_iou` (0.4), ignored in between. There is no forced best-anchor match: a box that
 no anchor overlaps by more than 0.5 gets no positive at all. Anchors are not clipped, and
 the IoU denominator carries +1e-8.
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..box_coding import cthw_to_tlbr, encode, tlbr_to_cthw
-from ..config import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig, Recipe
 
 IGNORE = -2
 BACKGROUND = -1
@@ -76,7 +76,9 @@ def iou_cthw(anchors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return inter / (union + 1e-8)
 
 
-def match(anchors: torch.Tensor, gt_cthw: torch.Tensor, fg_iou: float = 0.5, bg_iou: float = 0.4) -> torch.Tensor:
+def match(
+    anchors: torch.Tensor, gt_cthw: torch.Tensor, fg_iou: float = Recipe.match_fg_iou, bg_iou: float = Recipe.match_bg_iou
+) -> torch.Tensor:
     """(N,) index of the matched box for each anchor, BACKGROUND or IGNORE: foreground when
     the best IoU is > fg_iou (strictly), background when < bg_iou."""
     matches = torch.full((anchors.shape[0],), BACKGROUND, dtype=torch.long, device=anchors.device)
@@ -94,8 +96,8 @@ def build_targets(
     boxes: list[np.ndarray],
     size: int,
     config: DetectorConfig = REFERENCE,
-    fg_iou: float = 0.5,
-    bg_iou: float = 0.4,
+    fg_iou: float = Recipe.match_fg_iou,
+    bg_iou: float = Recipe.match_bg_iou,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per patch: matches (B, N) and encoded box targets (B, N, 4) (valid where matched),
     through the reference's collation and unpadding."""

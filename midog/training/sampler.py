@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import SamplingConfig
 from .data import ImageRecord, ImageStore
 
 
@@ -44,22 +45,14 @@ def boxes_in_patch(boxes: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
 
 
 class BatchSampler:
-    """Batches of `per_scanner` patches from each scanner, images drawn at random."""
+    """Batches of `sampling.per_scanner` patches from each scanner, images drawn at random."""
 
-    def __init__(
-        self,
-        records: list[ImageRecord],
-        n_domains: int,
-        store: ImageStore,
-        patch_size: int,
-        per_scanner: int,
-        positive_fraction: float = 0.5,
-    ) -> None:
+    def __init__(self, records: list[ImageRecord], n_domains: int, store: ImageStore, sampling: SamplingConfig) -> None:
         self.by_domain = [[r for r in records if r.domain == d] for d in range(n_domains)]
         self.store = store
-        self.patch_size = patch_size
-        self.per_scanner = per_scanner
-        self.positive_fraction = positive_fraction
+        self.patch_size = sampling.patch_size
+        self.per_scanner = sampling.per_scanner
+        self.positive_fraction = sampling.positive_fraction
 
     @property
     def domains(self) -> list[int]:

@@ -12,9 +12,7 @@ import math
 
 import torch
 
-from ..config import TrainConfig
-
-_T = TrainConfig()
+from ..config import OptimConfig
 
 
 def annealing_cos(start: float, end: float, pct: float) -> float:
@@ -30,20 +28,14 @@ class OneCycle:
     (k - a1) / (total - a1).
     """
 
-    def __init__(
-        self,
-        total_steps: int,
-        max_lr: float = _T.max_lr,
-        div_factor: float = _T.div_factor,
-        final_div: float = _T.final_div,
-        pct_start: float = _T.pct_start,
-        moms: tuple[float, float] = _T.moms,
-    ) -> None:
+    def __init__(self, total_steps: int, optim: OptimConfig = OptimConfig()) -> None:
         self.total = max(1, int(total_steps))
-        self.a1 = int(self.total * pct_start)
+        self.a1 = int(self.total * optim.pct_start)
         self.a2 = self.total - self.a1
-        self.lrs = ((max_lr / div_factor, max_lr), (max_lr, max_lr / final_div))
-        self.moms = ((moms[0], moms[1]), (moms[1], moms[0]))
+        top = optim.max_lr
+        self.lrs = ((top / optim.div_factor, top), (top, top / optim.final_div))
+        lo, hi = optim.moms
+        self.moms = ((lo, hi), (hi, lo))
 
     def _value(self, pairs: tuple[tuple[float, float], tuple[float, float]], k: int) -> float:
         if k <= 0:
