@@ -115,15 +115,53 @@ class Detector:
         workers: int | None = None,
         compile: bool = False,
     ) -> None:
+        from .network import load_model
+
+        torch_device = pick_device(device)
+        model, meta = load_model(weights, torch_device, config)
+        self._setup(model, torch_device, meta, threshold, config, fast, batch_size, workers, compile, source=str(weights))
+
+    @classmethod
+    def from_model(
+        cls,
+        model: "torch.nn.Module",
+        threshold: float | None = None,
+        config: DetectorConfig = REFERENCE,
+        fast: bool = False,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> "Detector":
+        """A Detector around a network already in memory (training validation), on the
+        model's own device. The model is left as it is: the Detector folds BatchNorm into a
+        copy in eval mode, exactly as it does with weights loaded from a file, so it outputs
+        what `midog detect` would output for those weights saved and loaded again."""
+        detector = cls.__new__(cls)
+        detector._setup(model, next(model.parameters()).device, meta or {}, threshold, config, fast, batch_size, workers, False, source="model")
+        return detector
+
+    def _setup(
+        self,
+        model: "torch.nn.Module",
+        device: "torch.device",
+        meta: dict[str, Any],
+        threshold: float | None,
+        config: DetectorConfig,
+        fast: bool,
+        batch_size: int | None,
+        workers: int | None,
+        compile: bool,
+        source: str,
+    ) -> None:
         import torch
 
         from .anchors import make_anchors
-        from .network import fold_batchnorm, load_model
+        from .network import fold_batchnorm
         from .tiles import Normalizer
 
         self.config = config
-        self.device = pick_device(device)
-        self.model, self.meta = load_model(weights, self.device, config)
+        self.device = device
+        self.meta = meta
         if self.device.type == "cuda":
             # Exact mode means true float32: no TF32 tensor-core shortcuts.
             torch.backends.cudnn.allow_tf32 = fast
@@ -135,7 +173,7 @@ class Detector:
 
         stored = self.meta.get("threshold", config.threshold)
         # A checkpoint's operating point is data from a file: checked like the option itself.
-        self.threshold = checked(check_probability, stored, f"{weights}: stored threshold") if threshold is None else checked(check_probability, threshold, "threshold")
+        self.threshold = checked(check_probability, stored, f"{source}: stored threshold") if threshold is None else checked(check_probability, threshold, "threshold")
         self.limits = DEFAULT_LIMITS  # what an image may cost before it is refused (slide.Limits)
         self.anchors = make_anchors(config).to(self.device)
         self.normalize = Normalizer(config, self.device)
@@ -144,7 +182,8 @@ class Detector:
         # Channels-last with BatchNorm folded into the convs: what oneDNN's fastest CPU kernels
         # and tensor cores want (1.2-1.6x over NCHW here in float32, measured end to end).
         # Outputs stay within float32 rounding; the parity tests name every effect of it.
-        self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
+        # fold_batchnorm works on a copy in eval mode: a training model is never changed.
+        self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
         if fast:
             if bf16_supported(self.device):
                 self.autocast_dtype = torch.bfloat16
