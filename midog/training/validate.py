@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import REFERENCE, DetectorConfig
-from ..detect import Detector
+from ..detector import Detector
 from ..detections import Detections
 from .data import ImageRecord
 
