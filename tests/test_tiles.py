@@ -94,3 +94,19 @@ def test_image_store_reads_what_the_detector_reads(tmp_path):
         for x, y, size in [(0, 0, 512), (400, 100, 512), (30, 40, 224)]:
             np.testing.assert_array_equal(store.read(record, x, y, size), read_tile(slide, x, y, size=size))
     store.close()
+
+
+def test_normalizer_equals_the_training_transform_bit_for_bit():
+    """Training normalises as the reference's pil2tensor does (divide by 255 in float64,
+    cast to float32, then (x - mean) / std); the detector's in-place float32 Normalizer
+    gives the same bits for every uint8 value in every channel, so the two can share it."""
+    import torch
+
+    from midog.config import REFERENCE
+    from midog.tiles import Normalizer
+
+    values = torch.arange(256, dtype=torch.uint8)
+    tiles = torch.stack([values, values.flip(0), values.roll(85)], 1).view(1, 16, 16, 3)
+    x = (tiles.permute(0, 3, 1, 2).double() / 255.0).float()
+    training = (x - torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)) / torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
+    assert torch.equal(Normalizer(REFERENCE)(tiles).contiguous(), training.contiguous())
