@@ -6,7 +6,7 @@ The Python API, for notebooks and scripts:
     found = Detector("weights/RetinaNetDA.pth").detect("roi.tiff")
     found.mitotic_figures().points_mm()
 
-`Detector` (midog.detect), `Detections` (midog.detections), `open_slide` (midog.slide)
+`Detector` (midog.detector), `Detections` (midog.detections), `open_slide` (midog.slide)
 and `DetectorConfig` / `REFERENCE` (midog.config) are importable from here. They are
 loaded on first use, so that `import midog` and `midog --help` stay fast.
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Detector": "midog.detect",
+    "Detector": "midog.detector",
     "Detections": "midog.detections",
     "open_slide": "midog.slide",
     "DetectorConfig": "midog.config",
@@ -29,7 +29,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from .config import REFERENCE, DetectorConfig
-    from .detect import Detector
+    from .detector import Detector
     from .detections import Detections
     from .slide import open_slide
 

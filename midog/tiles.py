@@ -25,17 +25,22 @@ def tile_origins(width: int, height: int, config: DetectorConfig = REFERENCE) ->
     return list(dict.fromkeys(origins))
 
 
-def read_tile(slide: "object", x: int, y: int, config: DetectorConfig = REFERENCE) -> np.ndarray:
-    """(size, size, 3) uint8 tile; parts beyond a small image's edge are filled with the
+def pad_fill(config: DetectorConfig = REFERENCE) -> np.ndarray:
+    """The uint8 colour that pads tiles and training patches beyond an image's edge: the
     normalisation mean, i.e. zero input to the network, so padding looks like nothing."""
-    size = config.tile_size
+    return np.round(np.asarray(config.mean) * 255).astype(np.uint8)
+
+
+def read_tile(slide: "object", x: int, y: int, config: DetectorConfig = REFERENCE, size: int | None = None) -> np.ndarray:
+    """(size, size, 3) uint8 tile at (x, y), `config.tile_size` unless `size` is given (a
+    training patch); parts beyond a small image's edge are `pad_fill`."""
+    size = config.tile_size if size is None else size
     w, h = min(size, slide.width - x), min(size, slide.height - y)
     region = slide.read_region(x, y, w, h)
     if (w, h) == (size, size):
         return region
-    fill = np.round(np.asarray(config.mean) * 255).astype(np.uint8)
     tile = np.empty((size, size, 3), np.uint8)
-    tile[:] = fill
+    tile[:] = pad_fill(config)
     tile[:h, :w] = region
     return tile
 

@@ -366,11 +366,32 @@ def test_umap_command_with_random_weights(tmp_path: Path, monkeypatch: pytest.Mo
     assert np.isfinite(seen["features"]).all()
 
 
-def test_sample_patches_pads_small_images() -> None:
+def test_sample_origins_stay_inside_and_pad_short_axes() -> None:
     rng = np.random.default_rng(0)
-    patches = features.sample_patches(np.zeros((100, 700, 3), np.uint8), 3, 512, rng)
-    assert patches.shape == (3, 512, 512, 3)
-    assert (patches[:, 100:] == 255).all()
+    origins = features.sample_origins(700, 100, 50, 512, rng)  # 700 wide, 100 high
+    assert len(origins) == 50
+    assert all(0 <= x <= 700 - 512 and y == 0 for x, y in origins)
+    assert len({x for x, _ in origins}) > 1  # positions are random, not one fixed patch
+
+
+def test_small_image_patches_are_padded_as_detector_tiles(tmp_path: Path) -> None:
+    """Features read through the core: a patch of an image smaller than a tile is padded
+    with the normalisation mean (zero input), exactly as `midog detect` pads it."""
+    import tifffile
+    import torch
+
+    from midog.slide import open_slide
+    from midog.tiles import Normalizer, read_tile
+
+    pixels = np.random.default_rng(1).integers(0, 256, (100, 700, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "small.tiff", pixels, photometric="rgb", resolution=(40000, 40000), resolutionunit="CENTIMETER")
+    origins = features.sample_origins(700, 100, 3, 512, np.random.default_rng(0))
+    with open_slide(tmp_path / "small.tiff") as slide:
+        patches = np.stack([read_tile(slide, x, y) for x, y in origins])
+    for (x, _), patch in zip(origins, patches):
+        np.testing.assert_array_equal(patch[:100], pixels[:, x : x + 512])
+    normalised = Normalizer()(torch.from_numpy(patches))
+    assert torch.all(normalised[:, :, 100:].abs() < 6e-3)  # padding is zero input up to uint8 rounding
 
 
 @pytest.mark.skipif(not os.environ.get("MIDOG_SLOW_TESTS"), reason="UMAP's numba compilation takes ~15 s; set MIDOG_SLOW_TESTS=1")

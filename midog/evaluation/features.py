@@ -13,47 +13,30 @@ from pathlib import Path
 import numpy as np
 
 from ..config import REFERENCE, DetectorConfig
-from ..errors import ImageError, MidogError
+from ..errors import MidogError
+from ..slide import OPENSLIDE_SUFFIXES
 
-IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mha", ".mhd"}
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 pixels of an image, via SimpleITK (as Grand Challenge reads them)."""
-    import SimpleITK as sitk
-
-    from ..slide import to_rgb_uint8
-
-    path = Path(path)
-    try:
-        pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError:
-        raise ImageError(path, "cannot read image (not an image, or damaged)") from None
-    return to_rgb_uint8(pixels, path)
+IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mha", ".mhd"} | OPENSLIDE_SUFFIXES
 
 
-def sample_patches(pixels: np.ndarray, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, size, size, 3) patches at uniform random positions; small images are padded white
-    (the slide background) so every image contributes the same number of patches."""
-    h, w = pixels.shape[:2]
-    if h < size or w < size:
-        pad = ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0))
-        pixels = np.pad(pixels, pad, constant_values=255)
-        h, w = pixels.shape[:2]
-    ys = rng.integers(0, h - size + 1, size=n)
-    xs = rng.integers(0, w - size + 1, size=n)
-    return np.stack([pixels[y : y + size, x : x + size] for y, x in zip(ys, xs)])
+def sample_origins(width: int, height: int, n: int, size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(x, y) of `n` patches at uniform random positions inside the image; an axis shorter
+    than a patch gives 0 (the patch is padded as the detector pads its tiles), so every
+    image contributes the same number of patches."""
+    ys = rng.integers(0, max(height, size) - size + 1, size=n)
+    xs = rng.integers(0, max(width, size) - size + 1, size=n)
+    return [(int(x), int(y)) for x, y in zip(xs, ys)]
 
 
 def encode(encoder, patches: np.ndarray, config: DetectorConfig = REFERENCE, device: str = "cpu") -> np.ndarray:
-    """(n, 512) globally average-pooled c5 features of uint8 patches, normalised as in training."""
+    """(n, 512) globally average-pooled c5 features of uint8 patches, normalised as the
+    detector normalises its tiles."""
     import torch
 
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
-    x = torch.from_numpy(np.ascontiguousarray(patches)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    from ..tiles import Normalizer
+
     with torch.no_grad():
-        c5 = encoder((x - mean) / std)
+        c5 = encoder(Normalizer(config, device)(torch.from_numpy(np.ascontiguousarray(patches)).to(device)))
     return c5.mean(dim=(2, 3)).cpu().numpy()
 
 
@@ -65,15 +48,22 @@ def extract_features(
     config: DetectorConfig = REFERENCE,
     device: str = "cpu",
 ) -> tuple[np.ndarray, list[str]]:
-    """Features of `patches_per_image` random patches per image, and each row's image name."""
+    """Features of `patches_per_image` random patches per image, and each row's image name.
+    Images are read through the detector's `open_slide`: only the patches are decoded."""
+    from ..slide import open_slide
+    from ..tiles import read_tile
+
     rng = np.random.default_rng(seed)
     feats, names = [], []
     for path in images:
-        patches = sample_patches(read_rgb(path), patches_per_image, config.tile_size, rng)
-        # In batches: ResNet activations of 512 px patches take ~100 MB each.
-        for start in range(0, len(patches), config.batch_size):
-            feats.append(encode(encoder, patches[start : start + config.batch_size], config, device))
-        names += [path.name] * len(patches)
+        with open_slide(path) as slide:
+            origins = sample_origins(slide.width, slide.height, patches_per_image, config.tile_size, rng)
+            # In batches: ResNet activations of 512 px patches take ~100 MB each.
+            for start in range(0, len(origins), config.batch_size):
+                chunk = origins[start : start + config.batch_size]
+                patches = np.stack([read_tile(slide, x, y, config) for x, y in chunk])
+                feats.append(encode(encoder, patches, config, device))
+        names += [path.name] * len(origins)
     return np.concatenate(feats), names
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER
+from ..config import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER, REFERENCE, DetectorConfig
 from ..errors import MidogError
 from ..evaluation.io import load_json
 
@@ -225,13 +225,12 @@ def split_fingerprint(split: dict[str, str]) -> str:
 
 
 class ImageStore:
-    """Reads patches through the detection core's `open_slide`, keeping the last
-    `max_open` images open: MIDOG's 200 regions (~23 GB decoded) do not fit in memory."""
+    """Reads patches through the detection core's `open_slide` and `read_tile`, keeping the
+    last `max_open` images open: MIDOG's 200 regions (~23 GB decoded) do not fit in memory."""
 
-    # Default fill is the normalisation mean times 255: padding becomes zero network input.
-    def __init__(self, max_open: int = 16, fill: tuple[int, int, int] = (191, 145, 184)) -> None:
+    def __init__(self, max_open: int = 16, config: DetectorConfig = REFERENCE) -> None:
         self.max_open = max_open
-        self.fill = np.asarray(fill, np.uint8)
+        self.config = config  # its mean gives the padding colour (tiles.pad_fill)
         self._open: OrderedDict[Path, Any] = OrderedDict()
 
     def _slide(self, path: Path) -> Any:
@@ -247,16 +246,11 @@ class ImageStore:
         return slide
 
     def read(self, record: ImageRecord, x: int, y: int, size: int) -> np.ndarray:
-        """(size, size, 3) uint8; parts beyond the image (smaller than a patch) are `fill`."""
-        slide = self._slide(record.path)
-        w, h = min(size, slide.width - x), min(size, slide.height - y)
-        region = slide.read_region(x, y, w, h)
-        if (w, h) == (size, size):
-            return np.ascontiguousarray(region)
-        out = np.empty((size, size, 3), np.uint8)
-        out[:] = self.fill
-        out[:h, :w] = region
-        return out
+        """(size, size, 3) uint8; parts beyond the image (smaller than a patch) are padded
+        as the detector pads its tiles."""
+        from ..tiles import read_tile
+
+        return np.ascontiguousarray(read_tile(self._slide(record.path), x, y, self.config, size))
 
     def close(self) -> None:
         for slide in self._open.values():

@@ -103,7 +103,7 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
-    from ..detect import pick_device
+    from ..device import pick_device
 
     device = pick_device(cfg.device)
     amp = cfg.amp
@@ -340,7 +340,7 @@ class Trainer:
             out["val_det"], out["val_dom"] = det / n_batches, dom / n_batches
         labelled = [r for r in self.parts["valid"] if r.labelled]
         if labelled:
-            m = evaluate_images(self.model, labelled, self.device, REFERENCE, cfg.val_min_score, self.amp)
+            m = evaluate_images(self.model, labelled, REFERENCE, cfg.val_min_score)
             out.update(aucpr=m.aucpr, f1=m.f1, mean_f1=m.mean_f1, threshold=m.threshold)
             for sc, v in m.per_scanner.items():
                 out[f"aucpr[{sc}]"], out[f"f1[{sc}]"] = v["aucpr"], v["f1"]

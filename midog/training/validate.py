@@ -10,12 +10,15 @@ gives the most robust choice rather than its edge.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..config import REFERENCE, DetectorConfig
+from ..detector import Detector
+from ..detections import Detections
 from .data import ImageRecord
 
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2)
@@ -28,44 +31,28 @@ def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContex
     return torch.autocast(device.type, dtype=dtype)
 
 
-@torch.no_grad()
-def predict_image(
-    model: torch.nn.Module,
-    record: ImageRecord,
-    device: torch.device,
-    config: DetectorConfig = REFERENCE,
-    min_score: float = 0.05,
-    amp: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Candidates of one image as `midog detect` finds them, but down to `min_score` so
-    the precision-recall curve is complete: (points (n, 2) pixels, scores, spacing mm)."""
-    from ..anchors import make_anchors
-    from ..postprocess import distance_nms, tile_boxes
-    from ..slide import open_slide
-    from ..tiles import Normalizer, read_tile, tile_origins
+@contextlib.contextmanager
+def training_backend_kept() -> Iterator[None]:
+    """The Detector sets cuDNN/TF32 flags for exact float32 inference; a training run's own
+    settings must hold again once validation is done."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
 
-    anchors = make_anchors(config).to(device)
-    normalize = Normalizer(config, device)
-    boxes, scores = [], []
-    with open_slide(record.path) as slide:
-        origins = tile_origins(slide.width, slide.height, config)
-        for start in range(0, len(origins), config.batch_size):
-            chunk = origins[start : start + config.batch_size]
-            tiles = normalize(torch.from_numpy(np.stack([read_tile(slide, x, y, config) for x, y in chunk])).to(device))
-            with autocast(device, amp):
-                logits, deltas = model(tiles)
-            for (x, y), lg, dl in zip(chunk, logits.float(), deltas.float()):
-                b, s, _ = tile_boxes(lg, dl, anchors, min_score, config)
-                boxes.append(b.numpy() + np.array([x, y, x, y]))
-                scores.append(s.numpy())
-        width, height, spacing = slide.width, slide.height, slide.spacing_mm
-    b = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
-    s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-    centre = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1) if len(b) else np.zeros((0, 2))
-    inside = (centre[:, 0] < width) & (centre[:, 1] < height)
-    b, s, centre = b[inside], s[inside], centre[inside]
-    keep = distance_nms(b, s, config.distance_nms_px, min_score)
-    return centre[keep], s[keep], spacing
+
+def validation_detector(model: torch.nn.Module, config: DetectorConfig = REFERENCE) -> Detector:
+    """The inference core around the model being trained, as `midog detect` runs it
+    (float32, BatchNorm folded into a copy): validation scores exactly the outputs that the
+    saved checkpoint will give. Any --amp applies to training steps only."""
+    return Detector.from_model(model, config=config)
+
+
+def predict_image(detector: Detector, record: ImageRecord, min_score: float = 0.05) -> Detections:
+    """Candidates of one image as `midog detect` finds them, but down to `min_score` so the
+    precision-recall curve is complete."""
+    return detector.detect(record.path, min_score=min_score)
 
 
 def ground_truth_mm(record: ImageRecord, spacing: tuple[float, float]) -> np.ndarray:
@@ -126,16 +113,16 @@ def detection_metrics(
 def evaluate_images(
     model: torch.nn.Module,
     records: list[ImageRecord],
-    device: torch.device,
     config: DetectorConfig = REFERENCE,
     min_score: float = 0.05,
-    amp: str | None = None,
 ) -> DetectionMetrics:
     candidates, gt, scanners = {}, {}, {}
-    for r in records:
-        pts, scores, spacing = predict_image(model, r, device, config, min_score, amp)
-        mm = np.column_stack([pts[:, 0] * spacing[0], pts[:, 1] * spacing[1], np.zeros(len(pts))])
-        candidates[r.file_name] = (mm, scores)
-        gt[r.file_name] = ground_truth_mm(r, spacing)
-        scanners[r.file_name] = r.scanner
+    with training_backend_kept():
+        detector = validation_detector(model, config)
+        for r in records:
+            found = predict_image(detector, r, min_score)
+            mm = found.points_mm()
+            candidates[r.file_name] = (np.column_stack([mm, np.zeros(len(mm))]), found.scores)
+            gt[r.file_name] = ground_truth_mm(r, found.spacing_mm)
+            scanners[r.file_name] = r.scanner
     return detection_metrics(candidates, gt, scanners)

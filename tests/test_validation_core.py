@@ -1,0 +1,79 @@
+"""Training validation runs the inference core: the candidates it scores above the
+operating point are the points `midog detect` writes for the same weights and image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "weights" / "demo-synthetic.pth"
+
+
+@pytest.fixture(scope="module")
+def synthetic_record(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from midog.synth import make_dataset
+    from midog.training.data import load_midog
+
+    out = tmp_path_factory.mktemp("synth")
+    # 600 x 560: a tile grid with partial tiles on both axes, so padding and overlap count.
+    make_dataset(out, seed=3, images_per_scanner=1, size=(600, 560), workers=1)
+    records = [r for r in load_midog(out / "MIDOG.json").records if r.labelled]
+    return records[0]
+
+
+def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Path) -> None:
+    from midog.detect import Detector, run_detect
+    from midog.network import load_model
+    from midog.training.validate import evaluate_images, predict_image, validation_detector
+
+    target = tmp_path / "out.json"
+    assert run_detect([synthetic_record.path], DEMO, target, device="cpu", progress=False) == 0
+    written = np.asarray([p["point"] for p in json.loads(target.read_text())["points"]], np.float64)
+    assert len(written) > 0, "the demo weights find nothing on this image: the comparison would be empty"
+
+    # The network as a training run holds it: in train mode, with gradients.
+    model, _ = load_model(DEMO, "cpu")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    found = predict_image(validation_detector(model), synthetic_record, min_score=0.05)
+    threshold = Detector(DEMO, "cpu").threshold  # the operating point `midog detect` used
+    above = found.above(threshold)
+    ours = np.column_stack([above.points_mm(), np.zeros(len(above))])
+    assert len(found) > len(above), "validation must also see candidates below the operating point"
+    np.testing.assert_array_equal(ours, written)
+
+    # Validation leaves the training model as it was: no folding, still in train mode.
+    assert model.training
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    metrics = evaluate_images(model, [synthetic_record], min_score=0.05)
+    assert 0.0 <= metrics.aucpr <= 1.0 and 0.05 <= metrics.threshold < 1.0
+
+
+def test_validation_restores_backend_flags() -> None:
+    from midog.training.validate import training_backend_kept
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    with training_backend_kept():
+        torch.backends.cudnn.allow_tf32 = not saved[0]
+        torch.backends.cudnn.benchmark = not saved[1]
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) == saved
+
+
+def test_from_model_keeps_the_model_and_folds_a_copy() -> None:
+    from midog.detect import Detector
+    from midog.network import load_model
+
+    model, meta = load_model(DEMO, "cpu")
+    det = Detector.from_model(model, meta=meta)
+    assert det.model is not model
+    assert isinstance(model.encoder[1], torch.nn.BatchNorm2d)  # the original keeps its BatchNorm
+    assert isinstance(det.model.encoder[1], torch.nn.Identity)  # the copy has it folded
+    assert det.threshold == Detector(DEMO, "cpu").threshold  # the checkpoint's operating point
