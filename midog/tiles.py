@@ -59,5 +59,13 @@ class Normalizer:
         self.std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
     def __call__(self, tiles_uint8: torch.Tensor) -> torch.Tensor:
-        x = tiles_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-        return x.sub_(self.mean).div_(self.std)
+        return self.standardize(self.to_unit(tiles_uint8))
+
+    @staticmethod
+    def to_unit(tiles_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [0, 1]; training augments here."""
+        return tiles_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] float32 (B, 3, H, W) -> the network's input, in place."""
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))

@@ -70,16 +70,19 @@ def make_batch(
     from .augment import augment_batch
     from .matching import build_targets
 
+    from ..tiles import Normalizer
+
     device = anchors.device
-    x = (torch.from_numpy(np.stack([p.pixels for p in patches])).permute(0, 3, 1, 2).double() / 255.0).float()
+    normalizer = Normalizer(REFERENCE)
+    # The core's transform: float32 division by 255 equals the reference's float64 one for
+    # every uint8 value, so the parity vectors hold; augmentation works on [0, 1] pixels.
+    x = normalizer.to_unit(torch.from_numpy(np.stack([p.pixels for p in patches])))
     boxes = [p.boxes for p in patches]
     if aug is not None and aug.enabled:
         x, boxes = augment_batch(x, boxes, rng, aug)
-    mean = torch.tensor(REFERENCE.mean).view(1, 3, 1, 1)
-    std = torch.tensor(REFERENCE.std).view(1, 3, 1, 1)
     matches, targets = build_targets(anchors, boxes, size, REFERENCE, recipe.match_fg_iou, recipe.match_bg_iou)
     return Batch(
-        ((x - mean) / std).to(device), matches, targets,
+        normalizer.standardize(x.contiguous()).to(device), matches, targets,
         torch.tensor([p.domain for p in patches], device=device),
         torch.tensor([p.labelled for p in patches], device=device), boxes,
     )
