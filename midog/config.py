@@ -212,7 +212,7 @@ class RunConfig:
     seed: int = field(default=0, metadata=option("seed of the split, the patches and the initialisation"))
     backbone: str = field(default="imagenet", metadata=option("imagenet (torchvision download), a resnet18 state_dict file, or none"))
     device: str = field(default="auto", metadata=option("auto, cpu, cuda[:N]"))
-    amp: str = field(default="off", metadata=option("mixed precision (fp16 on CUDA, bf16 on CPU)", choices=["off", "bf16", "fp16", "auto"]))
+    amp: str = field(default="off", metadata=option("mixed precision for the training steps (fp16 on CUDA, bf16 on CPU); validation runs in float32, as midog detect does", choices=["off", "bf16", "fp16", "auto"]))
     threads: int | None = field(default=None, metadata=option("torch CPU threads"))
     cache_images: int = field(default=16, metadata=option("images kept open at once"))
     progress: bool = field(default=True, metadata=option("no progress bar"))
