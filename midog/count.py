@@ -25,6 +25,7 @@ import numpy as np
 from .errors import MidogError
 from .hotspot import SHAPES, Hotspot, TissueMap, find_hotspot, held_mask
 from .points import Points, read_points
+from .spacing import add_points_parser
 
 DEFAULT_AREA_MM2 = 2.0  # WHO / MIDOG convention: the most active 2 mm²
 REFERENCE_AREA_MM2 = 2.74  # Elston & Ellis: 10 fields of 0.274 mm²
@@ -172,18 +173,20 @@ def _run_count(args: argparse.Namespace) -> int:
     from .output import write_json_atomic
 
     options = options_from_args(args)
-    result = count_image(read_points(args.predictions), args.image, args.mpp, options, args.overlay)
-    target = args.output or args.predictions.with_name(args.predictions.stem + ".count.json")
+    result = count_image(read_points(args.result), args.image, args.mpp, options, args.overlay)
+    target = args.output or args.result.with_name(args.result.stem + ".count.json")
     write_json_atomic(target, result.summary)
-    print(f"{args.predictions}: {describe(result)} -> {target}")
+    print(f"{args.result}: {describe(result)} -> {target}")
     return 0
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("count", help="mitotic count, mitoses per mm², the hotspot and the mitotic score")
-    p.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help='a "Multiple points" result (any style)')
-    p.add_argument("--image", type=Path, required=True, help="the image: its tissue and spacing")
-    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding or replacing the image's spacing")
+    p = add_points_parser(
+        subparsers, "count", image_required=True,  # tissue and hotspot need the pixels, not only the spacing
+        help="mitotic count, mitoses per mm², the hotspot and the mitotic score",
+        result=("PREDICTIONS.json", 'a "Multiple points" result (any style)'),
+        image_help="the image: its tissue and spacing",
+    )
     add_count_options(p)
     p.add_argument("--output", "-o", type=Path, default=None, help="COUNT.json (default: <predictions stem>.count.json beside it)")
     p.add_argument("--overlay", type=Path, default=None, metavar="PICTURE.png", help="draw the thumbnail with tissue, figures and hotspot")

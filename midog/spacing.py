@@ -3,6 +3,7 @@ user's --mpp) and the plausibility rules every spacing passes before it reaches 
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,15 @@ def _number(path: Path, raw: Any) -> float:
         return float(raw)
     except (TypeError, ValueError):
         raise ImageError(path, f"the slide's MPP property {raw!r} is not a number") from None
+
+
+def add_points_parser(
+    subparsers: argparse._SubParsersAction, name: str, help: str, result: tuple[str, str], image_help: str, image_required: bool = False
+) -> argparse.ArgumentParser:
+    """A command that reads a points result (`result`: its metavar and help) and converts
+    between pixels and mm: the result, then --image and --mpp, the two ways to the spacing."""
+    p = subparsers.add_parser(name, help=help)
+    p.add_argument("result", type=Path, metavar=result[0], help=result[1])
+    p.add_argument("--image", type=Path, required=image_required, default=None, help=image_help)
+    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding the image's spacing or standing in for it")
+    return p
