@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +42,8 @@ from .batch_inputs import (
 from .detect import Detector, add_limit_args, default_weights, detect_or_error, limits_from_args
 from .errors import MidogError
 from .extras import Extras, add_extras_cli, extras_from_args
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FINGERPRINT_BYTES",
@@ -225,9 +226,10 @@ def run_batch(
     try:
         import ray
     except ImportError:
-        print(f"midog batch: error: {INSTALL_HINT}", file=sys.stderr)
+        log.error("midog batch: error: %s", INSTALL_HINT)
         return 2
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     started = time.perf_counter()
     images = collect_images(inputs)
@@ -272,7 +274,8 @@ def run_batch(
             tiles_done += result["tiles"] or 0
         else:
             rows[i]["output"] = None
-            bar.write(f"midog batch: error: {result['error']}", file=sys.stderr)
+            with logging_redirect_tqdm():  # the line above the progress bar, not through it
+                log.error("midog batch: error: %s", result["error"])
         bar.update(1)
 
     started_ray = False
@@ -307,10 +310,9 @@ def run_batch(
     report = _write_report(output, rows)
     wall = time.perf_counter() - started
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
-    print(
-        f"midog batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in {wall:.1f} s "
-        f"({counts['ok'] / wall * 3600:.0f} slides/h, {tiles_done / wall:.2f} tiles/s); report: {report}",
-        file=sys.stderr,
+    log.info(
+        "midog batch: %d ok, %d failed, %d skipped in %.1f s (%.0f slides/h, %.2f tiles/s); report: %s",
+        counts["ok"], counts["failed"], counts["skipped"], wall, counts["ok"] / wall * 3600, tiles_done / wall, report,
     )
     return 1 if counts["failed"] else 0
 
@@ -346,7 +348,7 @@ def _dispatch(
         if not done:
             waited += 30
             if waited == 120 and not any(i is not None for _, i in pending.values()):
-                print(f"midog batch: no worker has started after {waited:.0f} s: can the cluster place one ({resources})?", file=sys.stderr)
+                log.warning("midog batch: no worker has started after %.0f s: can the cluster place one (%s)?", waited, resources)
             continue
         actor, i = pending.pop(done[0])
         try:

@@ -10,12 +10,14 @@ import glob
 import hashlib
 import io
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
 from .errors import MidogError
 from .slide import OPENSLIDE_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 # What a folder is searched for: the types `midog detect` reads (TIFF through tifffile,
 # vendor formats through openslide, the rest through SimpleITK).
@@ -62,7 +64,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
         if path.is_dir():
             images = _images_in(path)
             if not images:
-                print(f"midog batch: warning: {item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder", file=sys.stderr)
+                log.warning("midog batch: warning: %s: no images (%s) in this folder", item, ", ".join(sorted(IMAGE_SUFFIXES)))
             found += images
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             found += _read_list(path)

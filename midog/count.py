@@ -14,8 +14,8 @@ published per-microscope tables are derived (2 mm²: 0-7, 8-14, 15+).
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from .errors import MidogError
 from .hotspot import SHAPES, Hotspot, TissueMap, find_hotspot, held_mask
 from .points import Points, read_points
 from .spacing import add_points_parser
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AREA_MM2 = 2.0  # WHO / MIDOG convention: the most active 2 mm²
 REFERENCE_AREA_MM2 = 2.74  # Elston & Ellis: 10 fields of 0.274 mm²
@@ -122,13 +124,11 @@ def count_image(points: Points, image: Path, mpp: float | None, options: CountOp
         spacing, size = slide.spacing_mm, (slide.width, slide.height)
     result = count(points, tissue_map(thumbnail, downsample, size, spacing), spacing, options)
     if result.hotspot.center_mm is None:
-        print(f"midog count: warning: {image}: no tissue found, so no hotspot and no score", file=sys.stderr)
+        log.warning("midog count: warning: %s: no tissue found, so no hotspot and no score", image)
     elif result.summary["hotspot"]["area_in_tissue_mm2"] < 0.9 * options.area_mm2:
-        print(
-            f"midog count: warning: {image}: only {result.summary['hotspot']['area_in_tissue_mm2'] / options.area_mm2:.0%} of the "
-            f"{options.area_mm2:g} mm² hotspot is tissue; the score assumes the whole area",
-            file=sys.stderr,
-        )
+        share = result.summary["hotspot"]["area_in_tissue_mm2"] / options.area_mm2
+        log.warning("midog count: warning: %s: only %.0f%% of the %g mm² hotspot is tissue; the score assumes the whole area",
+                    image, 100 * share, options.area_mm2)
     if overlay is not None:
         from .overlay import draw_overlay
 

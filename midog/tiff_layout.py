@@ -38,7 +38,7 @@ def pick_series(tif: Any, path: Path) -> int:
     if sum(1 for s in sizes if s[0] == best[0]) > 1:
         raise ImageError(path, f"holds {sum(1 for s in sizes if s[0] == best[0])} full-size images of {best[2]} x {best[3]} px; expected one")
     if len(sizes) > 1:
-        log.info("%s: reading image %d of %d (%d x %d px), the largest in the file", path, best[1] + 1, len(sizes), best[2], best[3])
+        log.debug("%s: reading image %d of %d (%d x %d px), the largest in the file", path, best[1] + 1, len(sizes), best[2], best[3])
         if best[1] != 0:
             log.warning("%s: holds %d images; reading the full-resolution one, image %d (%d x %d px)", path, len(sizes), best[1] + 1, best[2], best[3])
     return best[1]
