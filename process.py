@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -58,8 +59,15 @@ IMAGE_SUFFIXES = {".tif", ".tiff", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bm
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt"}
 
 
-def log(message: str) -> None:
-    print(f"process: {message}", file=sys.stderr, flush=True)
+class _Prefixed(logging.LoggerAdapter):
+    """The container's lines start with "process:", so the platform's log reads like midog's."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"process: {msg}", kwargs
+
+
+# Under midog's logger: shown by default, as the platform shows the container's stderr.
+log = _Prefixed(logging.getLogger("midog.process"), {})
 
 
 class ImageFileLoader(FileLoader):
@@ -77,7 +85,7 @@ class ImageFileLoader(FileLoader):
         if fname.is_dir():
             return []
         if fname.suffix.lower() not in IMAGE_SUFFIXES:
-            log(f"skipping {fname.relative_to(self.root)}: not an image file")
+            log.info(f"skipping {fname.relative_to(self.root)}: not an image file")
             return []
         return [{"path": fname, "filename": fname.relative_to(self.root).as_posix()}]
 
@@ -104,10 +112,10 @@ def find_layout(input_dir: Path) -> tuple[str, Path]:
             if e.get("interface", {}).get("kind") == "Image" and e["interface"].get("relative_path")
         ]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        log(f"warning: cannot read {inputs_json} ({type(exc).__name__}: {exc}); looking in {ROI_FOLDER}/")
+        log.warning(f"warning: cannot read {inputs_json} ({type(exc).__name__}: {exc}); looking in {ROI_FOLDER}/")
         return "2022", roi
     if not sockets:
-        log(f"warning: {inputs_json} lists no image socket; looking in {ROI_FOLDER}/")
+        log.warning(f"warning: {inputs_json} lists no image socket; looking in {ROI_FOLDER}/")
         return "2022", roi
     # The ROI socket first; then any image socket whose folder is there.
     sockets.sort(key=lambda socket: socket.get("slug") != ROI_SLUG)
@@ -163,22 +171,22 @@ def manifest_threshold(weights: Path) -> float | None:
         point = data.get("operating_point")
         blobs = {Path(a["dest"]).name: a["blob"].lower() for a in data.get("artefacts", [])}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        log(f"warning: ignoring {manifest}: {type(exc).__name__}: {exc}")
+        log.warning(f"warning: ignoring {manifest}: {type(exc).__name__}: {exc}")
         return None
     if weights.name not in blobs:
         # The manifest describes other weights (say, a trained checkpoint put beside the
         # published one's manifest): its operating point is not theirs.
-        log(f"note: {manifest} does not list {weights.name}; not using its operating point")
+        log.info(f"note: {manifest} does not list {weights.name}; not using its operating point")
         return None
     actual = git_blob_sha1(weights)
     if actual != blobs[weights.name]:
-        log(f"warning: ignoring {manifest}: {weights.name} has blob {actual}, the manifest says {blobs[weights.name]}")
+        log.warning(f"warning: ignoring {manifest}: {weights.name} has blob {actual}, the manifest says {blobs[weights.name]}")
         return None
-    log(f"{weights.name}: blob {actual}, as {manifest} says")
+    log.info(f"{weights.name}: blob {actual}, as {manifest} says")
     if point is None:
         return None
     if not isinstance(point, (int, float)) or not 0 <= point <= 1:
-        log(f"warning: ignoring {manifest}: operating_point {point!r} is not a number in [0, 1]")
+        log.warning(f"warning: ignoring {manifest}: operating_point {point!r} is not a number in [0, 1]")
         return None
     return float(point)
 
@@ -218,7 +226,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
             output_path=output_dir,
             output_file=output_dir / CASES_FILE,
         )
-        log(f"{layout} interface: images under {image_dir}; output style {self.style}")
+        log.info(f"{layout} interface: images under {image_dir}; output style {self.style}")
 
     def process(self) -> int:
         """Run every case; returns the number of images that failed."""
@@ -235,7 +243,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         self.detector = Detector(self.weights, self.device, self.threshold)
         self.detector.limits = self.limits
         source = f" ({self.weights_source})" if self.weights_source else ""
-        log(f"weights {self.weights}{source}, threshold {self.detector.threshold:g}, device {self.detector.device}")
+        log.info(f"weights {self.weights}{source}, threshold {self.detector.threshold:g}, device {self.detector.device}")
         self.process_cases()
         self.save()
         return sum(1 for case in self._case_results if case["error"] is not None)
@@ -255,16 +263,16 @@ class MitoticFigureDetection(DetectionAlgorithm):
         try:
             result = self.predict(input_image=path)
         except MidogError as exc:
-            log(f"error: {exc}")
+            log.error(f"error: {exc}")
             return {"filename": name, "mitotic-figures": None, "error": str(exc)}
         except Exception as exc:  # one image's failure must not cost the others their results
             if os.environ.get("MIDOG_DEBUG"):
                 traceback.print_exc()
             message = image_error_line(path, exc)
-            log(f"error: {message}")
+            log.error(f"error: {message}")
             return {"filename": name, "mitotic-figures": None, "error": message}
         n = sum(1 for p in result["points"] if p.get("name", "mitotic figure") == "mitotic figure")
-        log(f"{name}: {n} mitotic figures, {len(result['points'])} points ({time.monotonic() - start:.1f} s)")
+        log.info(f"{name}: {n} mitotic figures, {len(result['points'])} points ({time.monotonic() - start:.1f} s)")
         return {"filename": name, "mitotic-figures": result, "error": None}
 
     def save(self) -> None:
@@ -274,14 +282,14 @@ class MitoticFigureDetection(DetectionAlgorithm):
         done = [case for case in cases if case["error"] is None]
         if not done:
             target.unlink(missing_ok=True)  # a stale file from an earlier run would look like a result
-            log(f"no image succeeded: {target} not written; errors are in {self.output_dir / CASES_FILE}")
+            log.error(f"no image succeeded: {target} not written; errors are in {self.output_dir / CASES_FILE}")
             return
         write_json_atomic(target, done[0]["mitotic-figures"])
         if len(cases) > 1:
-            log(f"{target} holds {done[0]['filename']}; every image's result is in {self.output_dir / CASES_FILE}")
+            log.info(f"{target} holds {done[0]['filename']}; every image's result is in {self.output_dir / CASES_FILE}")
         failed = len(cases) - len(done)
         if failed:
-            log(f"{failed} of {len(cases)} images failed")
+            log.warning(f"{failed} of {len(cases)} images failed")
 
 
 def env_threshold() -> float | None:
@@ -357,12 +365,12 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(verbose=bool(os.environ.get("MIDOG_VERBOSE")), debug=bool(os.environ.get("MIDOG_DEBUG")))
     if args.style not in ("auto", *STYLES):
-        print(f"process: error: MIDOG_OUTPUT_STYLE must be one of auto, {', '.join(STYLES)}, not {args.style!r}", file=sys.stderr)
+        log.error(f"error: MIDOG_OUTPUT_STYLE must be one of auto, {', '.join(STYLES)}, not {args.style!r}")
         return 2
     try:
         # First, so that the log says where it runs whatever happens next.
         device = pick_device(args.device)
-        log(describe_runtime(device))
+        log.info(describe_runtime(device))
         threshold = args.threshold if args.threshold is not None else env_threshold()
         budget = args.time_budget if args.time_budget is not None else env_number("MIDOG_TIME_BUDGET", None)
         limits = process_limits()
@@ -374,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         failed = algorithm.process()
     except MidogError as exc:
-        print(f"process: error: {exc}", file=sys.stderr)
+        log.error(f"error: {exc}")
         return 2
     return 1 if failed else 0
 

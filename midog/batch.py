@@ -8,155 +8,65 @@ actor that keeps its `Detector` loaded and writes through `detect_to_file`, the 
 Nothing is lost: a failing image is recorded and the others go on; a worker process that
 dies is restarted by Ray and its slide retried (bounded); every finished image gets a
 fingerprint sidecar (input size, mtime, hash of its first and last bytes; weights hash;
-options), so a rerun skips what is finished and redoes what changed.
+options), so a rerun skips what is finished and redoes what changed (`batch_inputs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import glob
-import hashlib
 import io
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json_atomic, write_text_atomic
+from .batch_inputs import (
+    FINGERPRINT_BYTES,
+    FINGERPRINT_DIR,
+    IMAGE_SUFFIXES,
+    LIST_SUFFIXES,
+    REPORT_FIELDS,
+    REPORT_NAME,
+    collect_images,
+    file_sha256,
+    fingerprint_path,
+    input_fingerprint,
+    is_finished,
+    output_targets,
+)
 from .detect import Detector, add_limit_args, default_weights, detect_or_error, limits_from_args
 from .errors import MidogError
 from .extras import Extras, add_extras_cli, extras_from_args
-from .atomic import write_json_atomic, write_text_atomic
-from .slide import OPENSLIDE_SUFFIXES
 
-# What a folder is searched for: the types `midog detect` reads (TIFF through tifffile,
-# vendor formats through openslide, the rest through SimpleITK).
-IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".mha", ".mhd", ".nrrd", ".nii"} | OPENSLIDE_SUFFIXES)
-LIST_SUFFIXES = (".txt", ".csv")
-REPORT_NAME = "batch-report.json"
-REPORT_FIELDS = ("image", "status", "output", "error", "seconds", "tiles")
-# One small JSON per finished image, outside DIR/*.json where `midog evaluate` looks.
-FINGERPRINT_DIR = "batch-fingerprints"
-FINGERPRINT_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FINGERPRINT_BYTES",
+    "FINGERPRINT_DIR",
+    "IMAGE_SUFFIXES",
+    "LIST_SUFFIXES",
+    "REPORT_FIELDS",
+    "REPORT_NAME",
+    "DetectorWorker",
+    "add_cli",
+    "collect_images",
+    "file_sha256",
+    "fingerprint_path",
+    "input_fingerprint",
+    "is_finished",
+    "output_targets",
+    "plan_workers",
+    "run_batch",
+]
+
 # A slide whose worker dies this many more times is recorded as failed (Ray retries it).
 TASK_RETRIES = 2
 INSTALL_HINT = 'midog batch needs Ray: pip install "midog[distributed]" (or pip install "ray[client]")'
-
-
-# ---------------------------------------------------------------------------
-# Inputs
-# ---------------------------------------------------------------------------
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def _read_list(path: Path) -> list[Path]:
-    """Paths from a text list (one a line, '#' comments) or a CSV (column image/path/file,
-    else the first); relative paths are relative to the list's folder."""
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() == ".csv":
-        rows = [r for r in csv.reader(io.StringIO(text)) if r and r[0].strip()]
-        header = [c.strip().lower() for c in rows[0]] if rows else []
-        column = next((header.index(n) for n in ("image", "path", "file", "filename") if n in header), None)
-        entries = [r[column] if column < len(r) else "" for r in rows[1:]] if column is not None else [r[0] for r in rows]
-    else:
-        entries = text.splitlines()
-    entries = [e.strip() for e in entries if e.strip() and not e.strip().startswith("#")]
-    return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
-
-
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Files, folders (searched recursively), globs and .txt/.csv lists -> absolute paths,
-    in the order given, each once. Entries of a list that do not exist are kept: they are
-    recorded as failed, so a long list with one stale line still runs."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images = _images_in(path)
-            if not images:
-                print(f"midog batch: warning: {item}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder", file=sys.stderr)
-            found += images
-        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-            found += _read_list(path)
-        elif path.is_file():
-            found.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise MidogError(f"{item}: no file matches this pattern")
-            for m in map(Path, matches):
-                found += _images_in(m) if m.is_dir() else [m]
-        else:
-            raise MidogError(f"{item}: no such file or folder")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    if not unique:
-        raise MidogError("no images found in the inputs")
-    return unique
-
-
-def output_targets(images: list[Path], folder: Path) -> list[Path]:
-    """`<stem>.json` in `folder`, the name `midog detect` gives; clashing stems are an error."""
-    by_stem: dict[str, list[Path]] = {}
-    for image in images:
-        by_stem.setdefault(image.stem, []).append(image)
-    clashes = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
-    if clashes:
-        lines = "; ".join(f"{s}: {', '.join(map(str, ps))}" for s, ps in list(clashes.items())[:5])
-        raise MidogError(f"several input images share a file name stem, so their outputs would overwrite each other ({lines})")
-    if Path(REPORT_NAME).stem in by_stem:
-        raise MidogError(f"{by_stem[Path(REPORT_NAME).stem][0]}: its output would overwrite {REPORT_NAME}; rename the image")
-    return [folder / f"{image.stem}.json" for image in images]
-
-
-# ---------------------------------------------------------------------------
-# Fingerprints (resume)
-# ---------------------------------------------------------------------------
-
-
-def input_fingerprint(path: Path) -> dict[str, Any] | None:
-    """Size, mtime and a hash of the first and last 64 KiB: cheap on a slide of gigabytes,
-    and it sees a file replaced or rewritten (TIFF headers sit at either end)."""
-    try:
-        st = path.stat()
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            h.update(f.read(FINGERPRINT_BYTES))
-            if st.st_size > FINGERPRINT_BYTES:
-                f.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
-                h.update(f.read(FINGERPRINT_BYTES))
-    except OSError:
-        return None  # missing or unreadable: the worker reports it
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_tail_sha256": h.hexdigest()}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint_path(target: Path) -> Path:
-    return target.parent / FINGERPRINT_DIR / target.name
-
-
-def is_finished(target: Path, record: dict[str, Any]) -> bool:
-    """The output exists and its sidecar records this input, weights and options."""
-    if record["input"] is None or not target.is_file():
-        return False
-    try:
-        stored = json.loads(fingerprint_path(target).read_text())
-    except (OSError, ValueError):
-        return False
-    return all(stored.get(k) == record[k] for k in ("input", "weights_sha256", "settings"))
 
 
 # ---------------------------------------------------------------------------
@@ -316,9 +226,10 @@ def run_batch(
     try:
         import ray
     except ImportError:
-        print(f"midog batch: error: {INSTALL_HINT}", file=sys.stderr)
+        log.error("midog batch: error: %s", INSTALL_HINT)
         return 2
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     started = time.perf_counter()
     images = collect_images(inputs)
@@ -363,7 +274,8 @@ def run_batch(
             tiles_done += result["tiles"] or 0
         else:
             rows[i]["output"] = None
-            bar.write(f"midog batch: error: {result['error']}", file=sys.stderr)
+            with logging_redirect_tqdm():  # the line above the progress bar, not through it
+                log.error("midog batch: error: %s", result["error"])
         bar.update(1)
 
     started_ray = False
@@ -398,10 +310,9 @@ def run_batch(
     report = _write_report(output, rows)
     wall = time.perf_counter() - started
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
-    print(
-        f"midog batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in {wall:.1f} s "
-        f"({counts['ok'] / wall * 3600:.0f} slides/h, {tiles_done / wall:.2f} tiles/s); report: {report}",
-        file=sys.stderr,
+    log.info(
+        "midog batch: %d ok, %d failed, %d skipped in %.1f s (%.0f slides/h, %.2f tiles/s); report: %s",
+        counts["ok"], counts["failed"], counts["skipped"], wall, counts["ok"] / wall * 3600, tiles_done / wall, report,
     )
     return 1 if counts["failed"] else 0
 
@@ -437,7 +348,7 @@ def _dispatch(
         if not done:
             waited += 30
             if waited == 120 and not any(i is not None for _, i in pending.values()):
-                print(f"midog batch: no worker has started after {waited:.0f} s: can the cluster place one ({resources})?", file=sys.stderr)
+                log.warning("midog batch: no worker has started after %.0f s: can the cluster place one (%s)?", waited, resources)
             continue
         actor, i = pending.pop(done[0])
         try:

@@ -22,23 +22,38 @@ class _OwnWarnings(logging.Filter):
         return f"{__package__}/" in record.getMessage().split(":", 1)[0].replace("\\", "/")
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a test's capture, process.py's
+    redirection), not the stream that was current when logging was set up."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 _handler: logging.Handler | None = None
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False, debug: bool = False) -> None:
-    """midog's own notices to stderr (warnings by default, everything with --verbose or
-    --debug, errors only with --quiet); library warnings stay off stderr unless --verbose."""
+    """midog's own messages to stderr: progress and where outputs went (INFO) by default,
+    warnings and errors only with --quiet, debug messages too with --verbose or --debug.
+    Other libraries' warnings stay off stderr unless --verbose."""
     global _handler
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     root = logging.getLogger()
     if _handler is not None:  # called again (tests, process.py after the CLI): replace ours only
         root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
+    _handler = _Stderr()
     _handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(_handler)
     root.setLevel(level)
-    logging.captureWarnings(True)
     loud = verbose or debug
+    logging.getLogger(__package__).setLevel(logging.DEBUG if loud else logging.WARNING if quiet else logging.INFO)
+    logging.captureWarnings(True)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if loud else logging.CRITICAL + 1)
     warnings_logger = logging.getLogger("py.warnings")
@@ -51,8 +66,8 @@ def add_logging_args(parser: argparse.ArgumentParser, default: object = False) -
     g = parser.add_argument_group("messages")
     flags = [
         (("--debug",), "show tracebacks and debug messages"),
-        (("--verbose", "-v"), "more messages, library warnings included"),
-        (("--quiet", "-q"), "notices hidden: errors and results only"),
+        (("--verbose", "-v"), "debug messages too, library warnings included"),
+        (("--quiet", "-q"), "progress hidden: warnings, errors and results only"),
     ]
     for names, text in flags:
         names = tuple(n for n in names if n not in parser._option_string_actions)

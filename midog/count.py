@@ -14,8 +14,8 @@ published per-microscope tables are derived (2 mm²: 0-7, 8-14, 15+).
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ import numpy as np
 from .errors import MidogError
 from .hotspot import SHAPES, Hotspot, TissueMap, find_hotspot, held_mask
 from .points import Points, read_points
+from .spacing import add_points_parser
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AREA_MM2 = 2.0  # WHO / MIDOG convention: the most active 2 mm²
 REFERENCE_AREA_MM2 = 2.74  # Elston & Ellis: 10 fields of 0.274 mm²
@@ -121,13 +124,11 @@ def count_image(points: Points, image: Path, mpp: float | None, options: CountOp
         spacing, size = slide.spacing_mm, (slide.width, slide.height)
     result = count(points, tissue_map(thumbnail, downsample, size, spacing), spacing, options)
     if result.hotspot.center_mm is None:
-        print(f"midog count: warning: {image}: no tissue found, so no hotspot and no score", file=sys.stderr)
+        log.warning("midog count: warning: %s: no tissue found, so no hotspot and no score", image)
     elif result.summary["hotspot"]["area_in_tissue_mm2"] < 0.9 * options.area_mm2:
-        print(
-            f"midog count: warning: {image}: only {result.summary['hotspot']['area_in_tissue_mm2'] / options.area_mm2:.0%} of the "
-            f"{options.area_mm2:g} mm² hotspot is tissue; the score assumes the whole area",
-            file=sys.stderr,
-        )
+        share = result.summary["hotspot"]["area_in_tissue_mm2"] / options.area_mm2
+        log.warning("midog count: warning: %s: only %.0f%% of the %g mm² hotspot is tissue; the score assumes the whole area",
+                    image, 100 * share, options.area_mm2)
     if overlay is not None:
         from .overlay import draw_overlay
 
@@ -172,18 +173,20 @@ def _run_count(args: argparse.Namespace) -> int:
     from .output import write_json_atomic
 
     options = options_from_args(args)
-    result = count_image(read_points(args.predictions), args.image, args.mpp, options, args.overlay)
-    target = args.output or args.predictions.with_name(args.predictions.stem + ".count.json")
+    result = count_image(read_points(args.result), args.image, args.mpp, options, args.overlay)
+    target = args.output or args.result.with_name(args.result.stem + ".count.json")
     write_json_atomic(target, result.summary)
-    print(f"{args.predictions}: {describe(result)} -> {target}")
+    print(f"{args.result}: {describe(result)} -> {target}")
     return 0
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("count", help="mitotic count, mitoses per mm², the hotspot and the mitotic score")
-    p.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help='a "Multiple points" result (any style)')
-    p.add_argument("--image", type=Path, required=True, help="the image: its tissue and spacing")
-    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding or replacing the image's spacing")
+    p = add_points_parser(
+        subparsers, "count", image_required=True,  # tissue and hotspot need the pixels, not only the spacing
+        help="mitotic count, mitoses per mm², the hotspot and the mitotic score",
+        result=("PREDICTIONS.json", 'a "Multiple points" result (any style)'),
+        image_help="the image: its tissue and spacing",
+    )
     add_count_options(p)
     p.add_argument("--output", "-o", type=Path, default=None, help="COUNT.json (default: <predictions stem>.count.json beside it)")
     p.add_argument("--overlay", type=Path, default=None, metavar="PICTURE.png", help="draw the thumbnail with tissue, figures and hotspot")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 from .errors import MidogError
@@ -26,8 +26,13 @@ DEMO_WEIGHTS = packaged_file("demo-synthetic.pth")
 DEMO_SEED = 2021  # not a seed the demo model was trained on
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
+
+
+def _log_flags() -> list[str]:
+    """The demo's own --quiet/--verbose, passed on to the commands it runs."""
+    level = logging.getLogger(__package__).getEffectiveLevel()
+    return ["--quiet"] if level >= logging.WARNING else ["--verbose"] if level <= logging.DEBUG else []
 
 
 def run_published(output: Path, device: str) -> bool:
@@ -45,7 +50,7 @@ def run_published(output: Path, device: str) -> bool:
         equal = result == expected
         all_equal &= equal
         verdict = "PASS: identical to" if equal else "FAIL: differs from"
-        say(f"{style} style: {len(result['points'])} points -> {target}; {verdict} the reference's test/{expected_file}")
+        log.info("%s style: %d points -> %s; %s the reference's test/%s", style, len(result["points"]), target, verdict, expected_file)
     return all_equal
 
 
@@ -55,28 +60,27 @@ def run_synthetic(output: Path, device: str) -> None:
 
     if not DEMO_WEIGHTS.is_file():
         raise MidogError(f"{DEMO_WEIGHTS}: the synthetic-data demo model is missing from this installation")
-    say("")
-    say("=" * 78)
-    say(f"SYNTHETIC-DATA DEMO: the model {DEMO_WEIGHTS.name} was trained on `midog synth`")
-    say("images only. It shows the pipeline working; it is not for real slides.")
-    say("=" * 78)
+    rule = "=" * 78
+    # A warning so that --quiet keeps it: these numbers must never pass for the real model's.
+    log.warning("\n%s\nSYNTHETIC-DATA DEMO: the model %s was trained on `midog synth`\n"
+                "images only. It shows the pipeline working; it is not for real slides.\n%s", rule, DEMO_WEIGHTS.name, rule)
     data = output / "synthetic-data"
     make_dataset(data, seed=DEMO_SEED, images_per_scanner=1, size=(1024, 1024))
     images = sorted(str(p) for p in data.glob("*.tiff"))
     predictions = output / "synthetic-predictions"
     predictions.mkdir(parents=True, exist_ok=True)
-    code = cli_main(["detect", *images, "--weights", str(DEMO_WEIGHTS), "-o", str(predictions), "--style", "2022", "--device", device])
+    code = cli_main(["detect", *images, "--weights", str(DEMO_WEIGHTS), "-o", str(predictions), "--style", "2022", "--device", device, *_log_flags()])
     if code:
         raise MidogError("detection on the synthetic images failed")
     report = output / "synthetic-evaluation"
     code = cli_main(
         ["evaluate", "--predictions", str(predictions), "--ground-truth", str(data / "ground_truth.json"),
-         "--domains", str(data / "domains.json"), "--output", str(report), "--bootstrap", "200"]
+         "--domains", str(data / "domains.json"), "--output", str(report), "--bootstrap", "200", *_log_flags()]
     )
     if code:
         raise MidogError("evaluation of the synthetic demo failed")
-    say((report / "table.md").read_text())
-    say(f"Full report: {report / 'report.md'}")
+    log.info("%s", (report / "table.md").read_text())
+    log.info("Full report: %s", report / "report.md")
 
 
 def run_demo(output: Path, device: str = "auto", offline: bool = False, require_published: bool = False) -> int:
@@ -90,13 +94,13 @@ def run_demo(output: Path, device: str = "auto", offline: bool = False, require_
             raise MidogError("--offline given: not fetching the published artefacts")
         fetch_all(progress=True)
     except MidogError as exc:
-        say(f"midog demo: could not get the published reference artefacts: {exc}")
+        log.warning("midog demo: could not get the published reference artefacts: %s", exc)
         if require_published:
-            say("midog demo: the published reference model was NOT run; --require-published: exiting with status 2.")
+            log.error("midog demo: the published reference model was NOT run; --require-published: exiting with status 2.")
             return 2
         run_synthetic(output, device)
-        say("midog demo: the published reference model was NOT run (offline); the synthetic-data demo above")
-        say("ran instead. Run `midog fetch` with network access, or `midog demo --require-published` to fail here.")
+        log.warning("midog demo: the published reference model was NOT run (offline); the synthetic-data demo above\n"
+                    "ran instead. Run `midog fetch` with network access, or `midog demo --require-published` to fail here.")
         return 0
     return 0 if run_published(output, device) else 1
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import MidogError
 from .points import MITOTIC, NON_MITOTIC, Points, read_points
+from .spacing import add_points_parser
 
 FORMATS = {"geojson": ".geojson", "asap": ".xml", "csv": ".csv"}
 # Red for mitotic figures, as viewers conventionally draw them; blue for the look-alikes.
@@ -120,10 +121,12 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="convert a result JSON to GeoJSON (QuPath), ASAP XML or CSV, in level-0 pixels")
-    p.add_argument("result", type=Path, metavar="RESULT.json", help='a "Multiple points" result of midog detect or process.py')
-    p.add_argument("--image", type=Path, default=None, help="the image the result belongs to: its spacing converts mm to pixels")
-    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, instead of (or overriding) the image's spacing")
+    p = add_points_parser(
+        subparsers, "export",
+        help="convert a result JSON to GeoJSON (QuPath), ASAP XML or CSV, in level-0 pixels",
+        result=("RESULT.json", 'a "Multiple points" result of midog detect or process.py'),
+        image_help="the image the result belongs to: its spacing converts mm to pixels",
+    )
     p.add_argument("--format", choices=list(FORMATS), required=True)
     p.add_argument("--output", "-o", type=Path, default=None, help="output file (default: the result's name with .geojson, .xml or .csv)")
     p.set_defaults(run=_run_export)

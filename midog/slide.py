@@ -4,74 +4,73 @@ SimpleITK (as Grand Challenge does, whole image in memory). Pixel spacing comes 
 resolution tags; the pixels equal SimpleITK's for the platform's TIFFs.
 
 Every image comes out as RGB uint8, read region by region through `Slide.read_region`, so
-memory stays bounded by the tiles in flight, not the slide's size. Conversions are
-explicit, one rule per pixel type (the README's table "What bad input gets"): alpha is
-dropped, grey is replicated (MinIsWhite inverted), palette goes through its colour map,
-CMYK and YCbCr are converted, high-bit data is scaled by its real range. Anything else,
-and any file that fails the checks below (spacing, size limits, truncation), is an
-`ImageError` naming the file and the problem.
+memory stays bounded by the tiles in flight, not the slide's size. The pieces live beside
+this module, one concern each: `pixels` (one conversion rule per pixel type), `spacing`
+(where spacing comes from and when it is plausible), `limits` (what an image may cost) and
+`tiff_layout` (series choice, sparse and truncated chunks). Any file that fails a check is
+an `ImageError` naming the file and the problem. Their public names are importable from
+here as well.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import math
 import os
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import ImageError
+from .limits import DEFAULT_LIMITS, Limits
+from .pixels import cmyk_to_rgb, high_bit_shift, tiff_converter, to_rgb_uint8, ycbcr_to_rgb
+from .spacing import (
+    PLAUSIBLE_MPP,
+    RESOLUTION_UNITS_MM,
+    SPACING_TOLERANCE,
+    _check_mpp,
+    _number,
+    check_spacing,
+    mpp_spacing,
+    page_spacing_mm,
+    tiff_spacing_mm,
+)
+from .tiff_layout import check_chunks, pick_series, sparse_grid
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "DEFAULT_LIMITS",
+    "OPENSLIDE_SUFFIXES",
+    "PLAUSIBLE_MPP",
+    "RESOLUTION_UNITS_MM",
+    "SPACING_TOLERANCE",
+    "ArraySlide",
+    "Limits",
+    "OpenSlideSlide",
+    "Slide",
+    "TiffSlide",
+    "check_chunks",
+    "check_file",
+    "check_spacing",
+    "cmyk_to_rgb",
+    "high_bit_shift",
+    "mpp_spacing",
+    "open_slide",
+    "page_spacing_mm",
+    "pick_series",
+    "sparse_grid",
+    "tiff_converter",
+    "tiff_spacing_mm",
+    "to_rgb_uint8",
+    "ycbcr_to_rgb",
+    "_check_mpp",
+]
 
 OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
-# Spacings outside this range are not microscopy: 72 or 300 dpi defaults written by
-# ordinary image tools would otherwise turn pixels into bogus millimetres.
-PLAUSIBLE_MPP = (0.01, 50.0)
-# Scanners write x and y spacings that differ in the last digits; each axis then keeps its
-# own. A larger difference is a broken header, not a pixel shape, and is refused.
-SPACING_TOLERANCE = 0.02
 WHITE = 255  # what missing (sparse) TIFF tiles read as: glass, i.e. background
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What an image may cost before it is refused, and how the user raises each limit.
-
-    The defaults pass any scanned slide (the largest are ~15 gigapixels, tiles of 256-1024
-    px) and refuse headers that would run for hours or exhaust memory."""
-
-    max_megapixels: float = 25_000.0  # width x height of the full-resolution image
-    max_chunk_mb: float = 256.0  # one decoded TIFF tile or strip
-    max_memory_mb: float = 4096.0  # an image that is decoded whole (PNG, JPEG, MHA, ...)
-    # Option names quoted in refusals: `midog detect`'s by default, process.py its own.
-    mpp_option: str | None = "--mpp"
-    megapixels_option: str = "--max-megapixels"
-    chunk_option: str = "--max-chunk-mb"
-    memory_option: str = "--max-memory-mb"
-
-    def mpp_hint(self, what: str = "it") -> str:
-        return f"; pass {what} with {self.mpp_option}" if self.mpp_option else ""
-
-    def check_pixels(self, path: Path, width: int, height: int) -> None:
-        if width <= 0 or height <= 0:
-            raise ImageError(path, f"the header gives an empty image ({width} x {height} px)")
-        if width * height > self.max_megapixels * 1e6:
-            raise ImageError(
-                path,
-                f"{width} x {height} px ({width * height / 1e9:.1f} gigapixels) is more than the limit of "
-                f"{self.max_megapixels:g} megapixels; raise it with {self.megapixels_option} if the image is real",
-            )
-
-
-DEFAULT_LIMITS = Limits()
 
 
 class Slide:
@@ -110,215 +109,6 @@ class Slide:
 
 
 # ---------------------------------------------------------------------------
-# Pixel types
-# ---------------------------------------------------------------------------
-
-
-def high_bit_shift(max_value: int) -> int:
-    """Right shift that maps data whose top value is `max_value` onto 0-255: the range is
-    rounded up to whole bits, so 12-bit data (4095) shifts by 4 and full 16-bit by 8."""
-    return max(0, int(max_value).bit_length() - 8)
-
-
-def to_rgb_uint8(pixels: np.ndarray, path: Path, shift: int | None = None) -> np.ndarray:
-    """(H, W[, C]) grey/RGB(A) array -> (H, W, 3) uint8. 16-bit data is shifted by `shift`
-    (default: from the array's own maximum, for images read whole)."""
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.ndim != 3:
-        raise ImageError(path, f"expected a 2-D colour image, got an array of shape {pixels.shape}")
-    if pixels.dtype == np.uint16:
-        if shift is None:
-            shift = high_bit_shift(int(pixels.max()) if pixels.size else 0)
-        pixels = (pixels >> shift).astype(np.uint8) if shift else np.minimum(pixels, 255).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        raise ImageError(path, f"unsupported pixel type {pixels.dtype} (need 8- or 16-bit unsigned integers)")
-    channels = pixels.shape[2]
-    if channels in (1, 2):  # gray or gray + alpha
-        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
-    elif channels in (3, 4):
-        pixels = pixels[:, :, :3]
-    else:
-        raise ImageError(path, f"unsupported number of channels: {channels}")
-    return np.ascontiguousarray(pixels)
-
-
-def cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
-    """Uncalibrated CMYK (ink 0-255) -> RGB, the conversion every TIFF reader uses."""
-    c, m, y, k = (cmyk[..., i].astype(np.uint32) for i in range(4))
-    white = 255 - k
-    rgb = [((255 - ch) * white + 127) // 255 for ch in (c, m, y)]
-    return np.stack(rgb, -1).astype(np.uint8)
-
-
-def ycbcr_to_rgb(ycc: np.ndarray, coefficients: tuple[float, float, float] = (0.299, 0.587, 0.114)) -> np.ndarray:
-    """Full-range YCbCr (TIFF's default reference black/white) -> RGB."""
-    lr, lg, lb = coefficients
-    y, cb, cr = (ycc[..., i].astype(np.float32) for i in range(3))
-    cb, cr = cb - 128, cr - 128
-    r = y + cr * (2 - 2 * lr)
-    b = y + cb * (2 - 2 * lb)
-    g = (y - lr * r - lb * b) / lg
-    return np.clip(np.rint(np.stack([r, g, b], -1)), 0, 255).astype(np.uint8)
-
-
-def tiff_converter(page: Any, path: Path, sample_max: Callable[[], int]) -> Callable[[np.ndarray], np.ndarray]:
-    """The conversion of a TIFF page's decoded samples to RGB uint8, chosen once per file.
-    `sample_max` gives the real data range of 16-bit data without a range tag."""
-    import tifffile
-
-    P = tifffile.PHOTOMETRIC
-    photometric, dtype = page.photometric, np.dtype(page.dtype)
-    bits = int(page.bitspersample)
-    samples = int(page.samplesperpixel)
-    name = getattr(photometric, "name", str(photometric))
-    if photometric == P.PALETTE:
-        cmap = page.colormap
-        if cmap is None:
-            raise ImageError(path, "palette image without a colour map")
-        cmap = np.asarray(cmap)
-        lut = (cmap >> 8 if cmap.max() > 255 else cmap).astype(np.uint8).T  # (entries, 3)
-        return lambda a: lut[np.minimum(a[..., 0] if a.ndim == 3 else a, len(lut) - 1)]
-    if dtype not in (np.uint8, np.uint16) or page.sampleformat not in (1, None):
-        raise ImageError(path, f"unsupported pixel type {dtype} (need 8- or 16-bit unsigned integers)")
-    if bits < 8:
-        raise ImageError(path, f"{bits}-bit {name.lower()} pixels are not a stained-tissue image (need 8 or more bits per sample)")
-    shift = 0
-    if dtype == np.uint16:
-        tags = page.tags
-        tag = tags.get("MaxSampleValue")
-        if tag is not None:
-            top = int(np.max(tag.value))
-        elif bits < 16:
-            top = 2**bits - 1
-        else:
-            top = sample_max()
-        shift = high_bit_shift(top)
-    if photometric in (P.MINISBLACK, P.MINISWHITE, P.RGB):
-        invert = photometric == P.MINISWHITE
-        if photometric == P.RGB and samples < 3:
-            raise ImageError(path, f"RGB image with {samples} samples per pixel")
-
-        def convert(a: np.ndarray) -> np.ndarray:
-            rgb = to_rgb_uint8(a, path, shift)
-            return 255 - rgb if invert else rgb
-
-        return convert
-    if photometric == P.SEPARATED:
-        inkset = page.tags.get("InkSet")
-        if samples < 4 or (inkset is not None and int(inkset.value) != 1):
-            raise ImageError(path, "separated (ink) colours other than CMYK are not supported")
-        return lambda a: cmyk_to_rgb((a >> shift).astype(np.uint8) if shift else a.astype(np.uint8))
-    if photometric == P.YCBCR:
-        if page.compression in (6, 7):  # the JPEG codec returns RGB already
-            return lambda a: to_rgb_uint8(a, path, shift)
-        if tuple(getattr(page, "subsampling", None) or (1, 1)) != (1, 1):
-            raise ImageError(path, "subsampled YCbCr without JPEG compression is not supported; save it as RGB")
-        coef = page.tags.get("YCbCrCoefficients")
-        coefficients = tuple(float(v[0]) / float(v[1]) if isinstance(v, tuple) else float(v) for v in _pairs(coef.value)) if coef else (0.299, 0.587, 0.114)
-        return lambda a: ycbcr_to_rgb(to_rgb_uint8(a, path, shift), coefficients)  # type: ignore[arg-type]
-    raise ImageError(path, f"unsupported colour model {name} (photometric {int(photometric)}); convert it to RGB")
-
-
-def _pairs(value: Any) -> list[Any]:
-    """tifffile gives multi-RATIONAL tags as a flat tuple (n1, d1, n2, d2, ...)."""
-    flat = list(value)
-    if flat and not isinstance(flat[0], tuple) and len(flat) == 6:
-        return [(flat[i], flat[i + 1]) for i in range(0, 6, 2)]
-    return flat
-
-
-# ---------------------------------------------------------------------------
-# Spacing
-# ---------------------------------------------------------------------------
-
-
-def check_spacing(path: Path, spacing_mm: tuple[float, float], source: str, limits: Limits = DEFAULT_LIMITS) -> tuple[float, float]:
-    """Both axes finite, positive and a microscope's; within `SPACING_TOLERANCE` of each
-    other. Every spacing that reaches an output passes here."""
-    hint = limits.mpp_hint("the real spacing")
-    for axis, value in zip("xy", spacing_mm):
-        if not math.isfinite(value) or value <= 0:
-            what = "zero" if value == 0 else f"{value}"
-            raise ImageError(path, f"{axis} pixel spacing {what} (from {source}) is not a spacing{hint}")
-        mpp = value * 1000.0
-        if not PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]:
-            raise ImageError(path, f"{axis} spacing {mpp:g} um/px (from {source}) is not a microscope resolution{hint}")
-    sx, sy = spacing_mm
-    if max(sx, sy) / min(sx, sy) - 1 > SPACING_TOLERANCE:
-        raise ImageError(
-            path,
-            f"x and y spacings {sx * 1000:g} and {sy * 1000:g} um/px (from {source}) are more than "
-            f"{SPACING_TOLERANCE:.0%} apart: not square pixels{hint}",
-        )
-    return (float(sx), float(sy))
-
-
-def mpp_spacing(path: Path, mpp: float, source: str, limits: Limits = DEFAULT_LIMITS) -> tuple[float, float]:
-    return check_spacing(path, (mpp / 1000.0, mpp / 1000.0), source, limits)
-
-
-def _check_mpp(path: Path, mpp: float, source: str) -> tuple[float, float]:
-    return mpp_spacing(path, mpp, source)
-
-
-# TIFF ResolutionUnit -> mm; 4 and 5 (mm, um) are tifffile's extensions, used by some tools.
-RESOLUTION_UNITS_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
-
-
-def _resolution_value(path: Path, name: str, value: Any) -> float:
-    if isinstance(value, tuple) and len(value) == 2:
-        num, den = value
-        if den == 0:
-            raise ImageError(path, f"{name} is {num}/0, a fraction with a zero denominator; the file's resolution is broken")
-        value = num / den
-    elif isinstance(value, tuple) and len(value) == 1:
-        value = value[0]
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ImageError(path, f"{name} is {value!r}, not a number") from None
-    if not math.isfinite(v):
-        raise ImageError(path, f"{name} is {v}, not a finite number")
-    if v <= 0:
-        raise ImageError(path, f"{name} is {'zero' if v == 0 else v}: the file's resolution is broken")
-    return v
-
-
-def tiff_spacing_mm(path: Path) -> tuple[float, float] | None:
-    """Spacing from a TIFF's XResolution/YResolution/ResolutionUnit, or None without them."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return page_spacing_mm(tif.pages[0], path)
-    except tifffile.TiffFileError:
-        return None
-
-
-def page_spacing_mm(page: Any, path: Path | None = None) -> tuple[float, float] | None:
-    """Spacing (x, y) in mm from a tifffile page's resolution tags; None when the file has
-    no absolute resolution (no tags, or unit NONE); `ImageError` when the tags are broken."""
-    path = Path(path if path is not None else getattr(page.parent, "filename", "?"))
-    tags = page.tags
-    unit, xres, yres = tags.get("ResolutionUnit"), tags.get("XResolution"), tags.get("YResolution")
-    if xres is None or unit is None:
-        return None
-    try:
-        code = int(unit.value)
-    except (TypeError, ValueError):
-        code = -1
-    if code == 1:
-        return None
-    unit_mm = RESOLUTION_UNITS_MM.get(code)
-    if unit_mm is None:
-        raise ImageError(path, f"unknown ResolutionUnit {unit.value!r} (TIFF knows 1 none, 2 inch, 3 centimetre)")
-    xv = _resolution_value(path, "XResolution", xres.value)
-    yv = _resolution_value(path, "YResolution", yres.value) if yres is not None else xv
-    return (unit_mm / xv, unit_mm / yv)
-
-
-# ---------------------------------------------------------------------------
 # Readers
 # ---------------------------------------------------------------------------
 
@@ -347,34 +137,6 @@ class _Band:
         self.lock = threading.Lock()
         self.pixels: np.ndarray | None = None
 
-
-def pick_series(tif: Any, path: Path) -> int:
-    """The full-resolution image of a TIFF: the largest series, or refuse when the file holds
-    several images of that size (a stack or time series is not one image)."""
-    sizes = []
-    for i, s in enumerate(tif.series):
-        # Samples, or colour channels stored as separate pages (C of 3 or 4), are one image.
-        channels = "YXS" + ("C" if dict(zip(s.axes, s.shape)).get("C", 0) in (3, 4) else "")
-        axes = "".join(a for a in s.axes if a not in "SC" or a not in channels)
-        if axes != "YX":
-            extra = {a: n for a, n in zip(s.axes, s.shape) if a not in channels}
-            if all(n == 1 for n in extra.values()):
-                axes = "YX"
-            else:
-                shape = " x ".join(f"{n} {a}" for a, n in extra.items())
-                raise ImageError(path, f"holds a stack of images ({shape}, axes {s.axes}); expected one 2-D image")
-        h, w = (n for a, n in zip(s.axes, s.shape) if a in "YX")
-        sizes.append((w * h, i, w, h))
-    if not sizes:
-        raise ImageError(path, "holds no image")
-    best = max(sizes)
-    if sum(1 for s in sizes if s[0] == best[0]) > 1:
-        raise ImageError(path, f"holds {sum(1 for s in sizes if s[0] == best[0])} full-size images of {best[2]} x {best[3]} px; expected one")
-    if len(sizes) > 1:
-        log.info("%s: reading image %d of %d (%d x %d px), the largest in the file", path, best[1] + 1, len(sizes), best[2], best[3])
-        if best[1] != 0:
-            log.warning("%s: holds %d images; reading the full-resolution one, image %d (%d x %d px)", path, len(sizes), best[1] + 1, best[2], best[3])
-    return best[1]
 
 
 class TiffSlide(Slide):
@@ -527,64 +289,6 @@ class TiffSlide(Slide):
     def close(self) -> None:
         self._slide.close()
 
-
-def _number(path: Path, raw: Any) -> float:
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise ImageError(path, f"the slide's MPP property {raw!r} is not a number") from None
-
-
-def sparse_grid(page: Any) -> np.ndarray | None:
-    """(rows, cols) of tiles or strips the file does not store (offset or byte count 0),
-    or None when every one is stored."""
-    offsets, counts = np.asarray(page.dataoffsets, np.int64), np.asarray(page.databytecounts, np.int64)
-    missing = (offsets == 0) | (counts == 0)
-    if not missing.any():
-        return None
-    if page.is_tiled:
-        rows, cols = -(-page.imagelength // page.tilelength), -(-page.imagewidth // page.tilewidth)
-    else:
-        rows, cols = -(-page.imagelength // (page.rowsperstrip or page.imagelength)), 1
-    per_plane = rows * cols
-    if len(missing) < per_plane:
-        return None
-    # Planar-separate files store one plane after another: a pixel is missing when every plane is.
-    return missing[: len(missing) // per_plane * per_plane].reshape(-1, rows, cols).all(0)
-
-
-def check_chunks(series: Any, path: Path, limits: Limits) -> None:
-    """Refuse tiles or strips that would decode to more than the limit, and files whose tiles
-    or strips end beyond the end of the file (truncated downloads read as black otherwise)."""
-    size = series.parent.filehandle.size
-    for level in series.levels:
-        for page in level.pages:
-            if page is None:
-                continue
-            if page.is_tiled:
-                h, w, kind = page.tilelength, page.tilewidth, "tile"
-            else:
-                h, w, kind = page.rowsperstrip or page.imagelength, page.imagewidth, "strip"
-            h = min(h, page.imagelength) if kind == "strip" else h
-            samples = 1 if page.planarconfig == 2 else page.samplesperpixel
-            mb = h * w * samples * np.dtype(page.dtype).itemsize / 2**20 if page.dtype is not None else 0
-            if mb > limits.max_chunk_mb:
-                raise ImageError(
-                    path,
-                    f"one {kind} of {w} x {h} px decodes to {mb:.0f} MB, more than the limit of {limits.max_chunk_mb:g} MB; "
-                    f"raise it with {limits.chunk_option} if the image is real",
-                )
-            if size is None:
-                continue
-            offsets, counts = np.asarray(page.dataoffsets, np.int64), np.asarray(page.databytecounts, np.int64)
-            stored = (offsets > 0) & (counts > 0)
-            beyond = stored & (offsets + counts > size)
-            if beyond.any():
-                raise ImageError(
-                    path,
-                    f"damaged or truncated: {int(beyond.sum())} of {len(offsets)} {kind}s end beyond the end of the file "
-                    f"({size} bytes); the file was cut short",
-                )
 
 
 class OpenSlideSlide(Slide):

@@ -15,7 +15,7 @@ from midog.config import OptimConfig
 from midog.errors import MidogError
 from midog.training import data as tdata
 from midog.training.augment import AugmentConfig, augment_batch, transform_boxes
-from midog.training.losses import detection_loss, domain_focal_loss, focal_loss, total_loss
+from midog.training.losses import domain_focal_loss, focal_loss, patch_losses, total_loss
 from midog.training.matching import BACKGROUND, IGNORE, build_targets, match, pixel_boxes_to_cthw
 from midog.training.sampler import boxes_in_patch, patch_origin
 
@@ -316,7 +316,7 @@ def test_normalisation_and_domain_options() -> None:
     domains, labelled = torch.tensor([0, 1, 2]), torch.tensor([True, True, True])
     ref = total_loss(logits, deltas, dom, matches, targets, domains, labelled)
     # Reference: each patch normalised by its own positives, the empty one not at all.
-    per = [detection_loss(logits[i], deltas[i], matches[i], targets[i]) for i in range(3)]
+    per = [patch_losses(logits[i], deltas[i], matches[i], targets[i]).reference for i in range(3)]
     assert torch.isclose(ref.detection, sum(per) / 3)
     ce = torch.nn.functional.cross_entropy(dom, domains)
     assert torch.isclose(ref.domain, 0.25 * (1 - torch.exp(-ce)) ** 2 * ce / 3)

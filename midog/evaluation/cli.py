@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from ..errors import MidogError
+
+log = logging.getLogger(__name__)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +47,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .io import image_stem, read_domains, read_ground_truth, read_predictions, warn
+    from .io import image_stem, read_domains, read_ground_truth, read_predictions
     from .report import evaluate, write_outputs
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -53,7 +56,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise MidogError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
     gt = read_ground_truth(args.ground_truth, args.spacing_mm, args.images)
     if gt.domains is None and (args.spacing_mm is not None or args.images is not None):
-        warn(f"{args.ground_truth}: already in mm; --spacing-mm and --images are ignored")
+        log.warning("warning: %s: already in mm; --spacing-mm and --images are ignored", args.ground_truth)
     by_stem = {}
     for name in gt.points:
         if image_stem(name) in by_stem:
@@ -63,7 +66,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     found = read_predictions(args.predictions)
     unknown = sorted(s for s in found if s not in by_stem)
     if unknown:
-        warn(f"{args.predictions}: {len(unknown)} prediction file(s) match no ground-truth image, ignored: {', '.join(unknown[:10])}")
+        log.warning("warning: %s: %d prediction file(s) match no ground-truth image, ignored: %s", args.predictions, len(unknown), ", ".join(unknown[:10]))
     predictions = {by_stem[s]: c for s, c in found.items() if s in by_stem}
     if not predictions and not args.count_missing:
         raise MidogError(f"{args.predictions}: none of the prediction files is named after a ground-truth image (<image stem>.json)")
@@ -82,7 +85,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         sources["Domains"] = str(args.domains)
     write_outputs(ev, args.output, sources)
     if ev.skipped:
-        warn(f"{len(ev.skipped)} ground-truth image(s) have no prediction file and were skipped (official rule; --count-missing counts them)")
+        log.warning("warning: %d ground-truth image(s) have no prediction file and were skipped (official rule; --count-missing counts them)", len(ev.skipped))
     v = ev.all.values
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     print(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,7 +233,3 @@ def read_domains(path: str | Path) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise MidogError(f'{path}: expected {{"<file>.tiff": "<scanner>", ...}}')
     return dict(data)
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)

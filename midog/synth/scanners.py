@@ -42,71 +42,23 @@ class ScannerProfile:
 
 # Fixed on purpose (not drawn from the seed): a scanner is a stable device, and tests
 # and benchmarks can rely on the same four colour domains for every seed.
-SCANNERS: tuple[ScannerProfile, ...] = (
+# One row a scanner, the columns in ScannerProfile's field order after the name:
+# resolution, unit, hematoxylin OD, eosin OD, (H, E) stain scale, white, gamma, contrast,
+# brightness, blur sigma, noise sigma.
+_PROFILES = (
     # A: Ruifrok-Johnston hematoxylin; eosin absorbing more blue than red, so that
     # stroma is pink rather than magenta. 0.2274 um/px, the reference's own test image
     # (XResolution 111676 px/inch).
-    ScannerProfile(
-        name="synthetic scanner A",
-        resolution=111676,
-        resolution_unit="INCH",
-        hematoxylin=(0.650, 0.704, 0.286),
-        eosin=(0.100, 0.890, 0.400),
-        stain_scale=(1.0, 1.0),
-        white=(243.0, 241.0, 246.0),
-        gamma=1.0,
-        contrast=1.0,
-        brightness=0.0,
-        blur_sigma=0.6,
-        noise_sigma=1.5,
-    ),
+    ("A", 111676, "INCH", (0.650, 0.704, 0.286), (0.100, 0.890, 0.400), (1.0, 1.0), (243.0, 241.0, 246.0), 1.0, 1.0, 0.0, 0.6, 1.5),
     # B: magenta hematoxylin and eosin, brighter and slightly softer.
-    ScannerProfile(
-        name="synthetic scanner B",
-        resolution=40000,
-        resolution_unit="CENTIMETER",
-        hematoxylin=(0.540, 0.780, 0.320),
-        eosin=(0.050, 0.920, 0.280),
-        stain_scale=(0.9, 1.1),
-        white=(248.0, 245.0, 248.0),
-        gamma=0.95,
-        contrast=1.05,
-        brightness=3.0,
-        blur_sigma=0.8,
-        noise_sigma=2.0,
-    ),
+    ("B", 40000, "CENTIMETER", (0.540, 0.780, 0.320), (0.050, 0.920, 0.280), (0.9, 1.1), (248.0, 245.0, 248.0), 0.95, 1.05, 3.0, 0.8, 2.0),
     # C: dark, saturated and sharp, with more noise.
-    ScannerProfile(
-        name="synthetic scanner C",
-        resolution=105833,
-        resolution_unit="INCH",
-        hematoxylin=(0.700, 0.680, 0.230),
-        eosin=(0.160, 0.950, 0.300),
-        stain_scale=(1.1, 1.2),
-        white=(238.0, 236.0, 242.0),
-        gamma=1.08,
-        contrast=1.1,
-        brightness=-6.0,
-        blur_sigma=0.4,
-        noise_sigma=2.5,
-    ),
+    ("C", 105833, "INCH", (0.700, 0.680, 0.230), (0.160, 0.950, 0.300), (1.1, 1.2), (238.0, 236.0, 242.0), 1.08, 1.1, -6.0, 0.4, 2.5),
     # D (unlabeled, the GT450's role): pale, blue-grey hematoxylin, orange eosin,
     # warm white point, low contrast and the most blur: the largest shift from A-C.
-    ScannerProfile(
-        name="synthetic scanner D",
-        resolution=41152,
-        resolution_unit="CENTIMETER",
-        hematoxylin=(0.720, 0.620, 0.380),
-        eosin=(0.020, 0.720, 0.660),
-        stain_scale=(0.85, 0.8),
-        white=(250.0, 247.0, 240.0),
-        gamma=0.92,
-        contrast=0.88,
-        brightness=5.0,
-        blur_sigma=1.1,
-        noise_sigma=3.0,
-    ),
+    ("D", 41152, "CENTIMETER", (0.720, 0.620, 0.380), (0.020, 0.720, 0.660), (0.85, 0.8), (250.0, 247.0, 240.0), 0.92, 0.88, 5.0, 1.1, 3.0),
 )
+SCANNERS: tuple[ScannerProfile, ...] = tuple(ScannerProfile(f"synthetic scanner {letter}", *values) for letter, *values in _PROFILES)
 UNLABELED_SCANNER = SCANNERS[-1].name
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import textwrap
 import time
 from pathlib import Path
 
 from ..config import RECIPES, RunConfig, run_config_from
 from ..config_cli import add_arguments
+
+log = logging.getLogger(__name__)
 
 # What the demo trainings found about the reference's domain weight (weights/demo-results.md).
 DOMAIN_WEIGHT_NOTE = (
@@ -81,14 +83,13 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     summary = train(cfg, resume=args.resume, stop_after=args.stop_after)
     best = summary["best"] or {}
-    print(
-        f"{summary['epochs_done']}/{summary['epochs']} epochs in {time.perf_counter() - t0:.0f} s; best epoch "
-        f"{best.get('epoch')}: AUCPR {best.get('aucpr', float('nan')):.3f}, F1 {best.get('f1', float('nan')):.3f} "
-        f"at threshold {best.get('threshold')} -> {Path(cfg.out_dir) / 'best.pth'}",
-        file=sys.stderr,
+    log.info(
+        "%d/%d epochs in %.0f s; best epoch %s: AUCPR %.3f, F1 %.3f at threshold %s -> %s",
+        summary["epochs_done"], summary["epochs"], time.perf_counter() - t0, best.get("epoch"),
+        best.get("aucpr", float("nan")), best.get("f1", float("nan")), best.get("threshold"), Path(cfg.out_dir) / "best.pth",
     )
     if args.export_half and summary["epochs_done"] == summary["epochs"] and (Path(cfg.out_dir) / "best.pth").is_file():
         dst = export_weights(Path(cfg.out_dir) / "best.pth", args.export_half)
-        print(f"float16 inference weights: {dst} ({dst.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+        log.info("float16 inference weights: %s (%.1f MB)", dst, dst.stat().st_size / 1e6)
     print(json.dumps({k: summary[k] for k in ("epochs_done", "epochs", "out_dir")}))
     return 0

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import subprocess
-import sys
 import time
 import warnings
 import dataclasses
@@ -42,6 +42,8 @@ from ..atomic import atomic_path, write_text_atomic
 from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
 from .schedule import OneCycle, grl_alpha
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -371,7 +373,7 @@ class Trainer:
         try:
             plot_log(self.rows, self.out / "curves.png")
         except Exception as exc:  # a plot must never stop training
-            print(f"warning: plot failed: {exc}", file=sys.stderr)
+            log.warning("warning: plot failed: %s", exc)
 
     # -- the run -------------------------------------------------------------------
 
@@ -387,8 +389,7 @@ class Trainer:
             t_train = time.perf_counter() - t0
             row["patches_per_s"] = self.steps_per_epoch * cfg.sampling.per_scanner * len(self.train_sampler.domains) / t_train
             # Throughput is known before validation, which can be long (or fail): say it now.
-            print(f"epoch {row['epoch']}: trained in {t_train:.1f} s, {row['patches_per_s']:.1f} patches/s, "
-                  f"loss {row['train_loss']:.4g}", file=sys.stderr, flush=True)
+            log.info("epoch %d: trained in %.1f s, %.1f patches/s, loss %.4g", row["epoch"], t_train, row["patches_per_s"], row["train_loss"])
             last = self.epoch + 1 == epochs
             if (self.epoch + 1) % cfg.val_every == 0 or last:
                 row.update(self.validate())
@@ -403,7 +404,7 @@ class Trainer:
             self.write_logs()
             done_now += 1
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if "[" not in k)
-            print(msg, file=sys.stderr, flush=True)
+            log.info("%s", msg)
         summary = {"epochs_done": self.epoch, "epochs": epochs, "best": self.best, "out_dir": str(self.out)}
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         self.store.close()

@@ -13,6 +13,7 @@ by the batch size again. Each departure is a `Recipe` field (see `midog.config.R
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -52,16 +53,28 @@ def focal_loss(
     return F.binary_cross_entropy_with_logits(logits, targets, weight, reduction="sum")
 
 
+class PatchLoss(NamedTuple):
+    """One patch's loss terms, before the batch's normalisation."""
+
+    box_mean: torch.Tensor  # smooth L1 over the positives' deltas, mean (0 without positives)
+    box_sum: torch.Tensor  # the same, summed
+    cls_sum: torch.Tensor  # focal loss summed over the non-ignored anchors
+    n_fg: int  # positives
+
+    @property
+    def reference(self) -> torch.Tensor:
+        """The reference's loss of one patch: box mean + focal sum / max(1, positives)."""
+        return self.box_mean + self.cls_sum / max(1, self.n_fg)
+
+
 def patch_losses(
     class_logits: torch.Tensor,
     box_deltas: torch.Tensor,
     matches: torch.Tensor,
     box_targets: torch.Tensor,
-    gamma: float = REFERENCE_RECIPE.focal_gamma,
-    alpha: float = REFERENCE_RECIPE.focal_alpha,
-    detach_weights: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """One patch: (box loss mean, box loss sum, focal sum, n positives)."""
+    recipe: Recipe = REFERENCE_RECIPE,
+) -> PatchLoss:
+    """One patch's loss terms with `recipe`'s focal gamma, alpha and weight handling."""
     fg = matches >= 0
     keep = matches != IGNORE
     n_fg = int(fg.sum())
@@ -72,31 +85,18 @@ def patch_losses(
         box_mean = box_sum = box_deltas.sum() * 0
     one_hot = torch.zeros_like(class_logits[keep])
     one_hot[fg[keep], 0] = 1.0  # only column 0, the mitotic figure, is ever positive
-    cls_sum = focal_loss(class_logits[keep], one_hot, gamma, alpha, detach_weights)
-    return box_mean, box_sum, cls_sum, n_fg
-
-
-def detection_loss(
-    class_logits: torch.Tensor,
-    box_deltas: torch.Tensor,
-    matches: torch.Tensor,
-    box_targets: torch.Tensor,
-    gamma: float = REFERENCE_RECIPE.focal_gamma,
-    alpha: float = REFERENCE_RECIPE.focal_alpha,
-) -> torch.Tensor:
-    """One patch, the reference's way: box mean + focal sum / max(1, positives)."""
-    box, _, cls, n_fg = patch_losses(class_logits, box_deltas, matches, box_targets, gamma, alpha)
-    return box + cls / max(1, n_fg)
+    cls_sum = focal_loss(class_logits[keep], one_hot, recipe.focal_gamma, recipe.focal_alpha, recipe.detach_focal_weights)
+    return PatchLoss(box_mean, box_sum, cls_sum, n_fg)
 
 
 def domain_focal_loss(
     domain_logits: torch.Tensor,
     domains: torch.Tensor,
-    gamma: float = REFERENCE_RECIPE.focal_gamma,
-    alpha: float = REFERENCE_RECIPE.focal_alpha,
     mode: str = "batch_mean",
+    recipe: Recipe = REFERENCE_RECIPE,
 ) -> torch.Tensor:
-    """Focal cross-entropy of the scanner classifier.
+    """Focal cross-entropy of the scanner classifier, with `recipe`'s focal gamma and alpha
+    (the detection loss's pair).
 
     "batch_mean" (the reference): alpha (1 - exp(-ce))^gamma ce of the batch-MEAN ce.
     "per_sample": the same factor per sample, averaged over the batch.
@@ -107,7 +107,7 @@ def domain_focal_loss(
         ce = F.cross_entropy(domain_logits, domains, reduction="none")
     else:
         raise ValueError(f"domain_focal must be batch_mean or per_sample, got {mode!r}")
-    return (alpha * (1 - torch.exp(-ce)).pow(gamma) * ce).mean()
+    return (recipe.focal_alpha * (1 - torch.exp(-ce)).pow(recipe.focal_gamma) * ce).mean()
 
 
 def total_loss(
@@ -122,11 +122,10 @@ def total_loss(
 ) -> LossParts:
     """The batch loss of `recipe` (its switches, focal gamma and alpha, domain weight);
     computed in float32 whatever the autocast."""
-    gamma, alpha = recipe.focal_gamma, recipe.focal_alpha
     class_logits, box_deltas = class_logits.float(), box_deltas.float()
     box_means, box_sums, cls_sums, n_pos = [], [], [], []
     for i in range(class_logits.shape[0]):
-        bm, bs, cs, n = patch_losses(class_logits[i], box_deltas[i], matches[i], box_targets[i], gamma, alpha, recipe.detach_focal_weights)
+        bm, bs, cs, n = patch_losses(class_logits[i], box_deltas[i], matches[i], box_targets[i], recipe)
         box_means.append(bm), box_sums.append(bs), cls_sums.append(cs), n_pos.append(n)
     cls_norm = torch.stack([c / max(1, n) for c, n in zip(cls_sums, n_pos)])
     box_mean = torch.stack(box_means)
@@ -143,7 +142,7 @@ def total_loss(
         raise ValueError(f"normalise must be patch or batch, got {recipe.normalise!r}")
     dom = zero
     if domain_logits is not None:
-        dom = domain_focal_loss(domain_logits.float(), domains, gamma, alpha, recipe.domain_focal)
+        dom = domain_focal_loss(domain_logits.float(), domains, recipe.domain_focal, recipe)
         if recipe.domain_focal == "batch_mean":
             dom = dom / domain_logits.shape[0]  # the reference divides by the batch size again
     return LossParts(det + recipe.domain_weight * dom, det.detach(), dom.detach(), box_mean.detach(), cls_norm.detach())
