@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,8 @@ from .batch_inputs import (
     is_finished,
     output_targets,
 )
-from .detect import Detector, add_limit_args, default_weights, detect_or_error, limits_from_args
+from .detect import DetectOptions, Detector, add_detection_args, default_weights, detect_or_error
 from .errors import MidogError
-from .extras import Extras, add_extras_cli, extras_from_args
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +87,11 @@ class _RecordingDetector(Detector):
 class DetectorWorker:
     """One Ray actor: a loaded detector that runs whole slides, one at a time."""
 
-    def __init__(
-        self, weights: str, device: str, threshold: float | None, fast: bool, batch_size: int | None, threads: int, limits: Any = None
-    ) -> None:
+    def __init__(self, weights: str, options: DetectOptions, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        self.detector = _RecordingDetector(weights, device, threshold, fast=fast, batch_size=batch_size)
-        if limits is not None:
-            self.detector.limits = limits
+        self.detector = options.detector(Path(weights), _RecordingDetector)
 
     def pid(self) -> int:
         return os.getpid()
@@ -205,22 +200,13 @@ def run_batch(
     inputs: list[str],
     output: Path,
     weights: Path,
+    options: DetectOptions = DetectOptions(),
     workers: int | None = None,
     address: str | None = None,
     gpus_per_worker: float | None = None,
     cpus_per_worker: int | None = None,
-    device: str = "auto",
-    style: str = "2021",
-    fast: bool = False,
-    threshold: float | None = None,
-    mpp: float | None = None,
-    tissue_only: bool | None = None,
-    batch_size: int | None = None,
     force: bool = False,
     progress: bool = True,
-    extras: "Extras | None" = None,
-    limits: Any = None,
-    time_budget: float | None = None,
 ) -> int:
     """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray."""
     try:
@@ -232,6 +218,7 @@ def run_batch(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     started = time.perf_counter()
+    options.check()
     images = collect_images(inputs)
     if output.exists() and not output.is_dir():
         raise MidogError(f"{output}: --output must be a folder")
@@ -239,15 +226,13 @@ def run_batch(
     targets = output_targets(images, output)
     if not weights.is_file():
         raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
-    # Everything that changes an output's bytes. detect_to_file's keyword options go in
-    # `options`, so a new one (an export format, say) is one more entry here.
-    options: dict[str, Any] = {"style": style, "mpp": mpp, "tissue_only": tissue_only}
-    # Stored as JSON in the fingerprint, so compared in its JSON form (tuples become lists).
-    settings = json.loads(json.dumps({"options": options, "threshold": threshold, "fast": fast, "extras": asdict(extras) if extras else None}))
-    if extras:
-        options["extras"] = extras
-    # Limits and the time budget decide whether an image runs, never its bytes: not in `settings`.
-    options["time_budget"] = time_budget
+    # Everything that changes an output's bytes, as JSON (the fingerprint stores it so):
+    # limits, the time budget and the device decide whether and where an image runs, not
+    # its bytes (float32 either way), so a rerun with other ones still skips what is done.
+    per_image = options.per_image()
+    changes_bytes = {"style": options.style, "mpp": options.mpp, "tissue_only": options.tissue_only}
+    extras = asdict(options.extras) if options.extras else None
+    settings = json.loads(json.dumps({"options": changes_bytes, "threshold": options.threshold, "fast": options.fast, "extras": extras}))
     weights_sha256 = file_sha256(weights)
     records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings} for p in images]
 
@@ -284,18 +269,18 @@ def run_batch(
             local_cores = None if address else _detect_threads()
             started_ray = _connect(ray, address, workers, cpus_per_worker or local_cores)
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-            n_workers, cpus_each, gpus_each = plan_workers(nodes, device, workers, cpus_per_worker, gpus_per_worker, local_cores)
+            n_workers, cpus_each, gpus_each = plan_workers(nodes, options.device, workers, cpus_per_worker, gpus_per_worker, local_cores)
             actor_options = dict(num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=-1, max_task_retries=TASK_RETRIES)
             worker_cls = ray.remote(DetectorWorker).options(**actor_options)
 
             # A worker without a GPU of its own stays off the node's GPUs.
-            worker_device = device if device != "auto" or gpus_each else "cpu"
+            worker_options = replace(options, device=options.device if options.device != "auto" or gpus_each else "cpu")
 
             def make_actor() -> Any:
-                return worker_cls.remote(str(weights.resolve()), worker_device, threshold, fast, batch_size, cpus_each, limits)
+                return worker_cls.remote(str(weights.resolve()), worker_options, cpus_each)
 
             resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
-            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, options, finish)
+            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, per_image, finish)
     except KeyboardInterrupt:
         for row in rows:
             if row["status"] is None:
@@ -411,24 +396,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="CPUs per worker, also its PyTorch threads (default: 1 with a GPU, else all of a node's, as midog detect uses, "
         "which keeps outputs byte-identical to it; fewer run faster with several workers per node, differing in the last float bit)",
     )
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the published weights)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when the worker has a GPU), cpu or cuda")
-    p.add_argument("--style", choices=["2021", "2022"], default="2021", help="output style, as in midog detect")
-    p.add_argument("--fast", action="store_true", help="bfloat16/float16 autocast, as in midog detect")
-    p.add_argument("--threshold", type=options.probability, default=None, help="operating point (default: the checkpoint's, else 0.64)")
-    p.add_argument("--mpp", type=options.mpp, default=None, help="micrometres per pixel for every image, overriding the files")
-    p.add_argument("--batch-size", type=options.positive_int, default=None, help="tiles per batch (default as in midog detect)")
-    tissue = p.add_mutually_exclusive_group()
-    tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
-    tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
     p.add_argument("--force", action="store_true", help="redo every image, even those already finished")
-    add_extras_cli(p)
-    add_limit_args(p)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_detection_args(p)
     p.set_defaults(
         run=lambda a: run_batch(
-            a.inputs, a.output, a.weights or default_weights(), a.workers, a.address, a.gpus_per_worker, a.cpus_per_worker,
-            a.device, a.style, a.fast, a.threshold, a.mpp, a.tissue_only, a.batch_size, a.force, a.progress, extras_from_args(a),
-            limits_from_args(a), a.time_budget,
+            a.inputs, a.output, a.weights or default_weights(), DetectOptions.from_args(a), a.workers, a.address, a.gpus_per_worker,
+            a.cpus_per_worker, a.force, a.progress,
         )
     )

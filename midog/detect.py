@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from .fetch import published_weights
 
 if TYPE_CHECKING:
     from .extras import Extras
+    from .limits import Limits
 
 
 def default_weights() -> Path:
@@ -116,49 +118,74 @@ def detect_or_error(
         return None, line
 
 
+@dataclass(frozen=True)
+class DetectOptions:
+    """How `midog detect` and `midog batch` run the detector on each image: the detector's
+    settings, what each image's outputs hold, and the limits that refuse an image."""
+
+    threshold: float | None = None  # operating point; None: the checkpoint's, else 0.64
+    mpp: float | None = None  # overrides the files' spacing
+    device: str = "auto"
+    style: str = "2021"
+    fast: bool = False
+    batch_size: int | None = None
+    tissue_only: bool | None = None  # None: on for whole-slide images only
+    compile: bool = False
+    extras: "Extras | None" = None  # exports and count beside each JSON
+    limits: "Limits | None" = None  # None: DEFAULT_LIMITS
+    time_budget: float | None = None  # seconds per image
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> "DetectOptions":
+        from .extras import extras_from_args
+
+        return cls(
+            a.threshold, a.mpp, a.device, a.style, a.fast, a.batch_size, a.tissue_only, getattr(a, "compile", False),
+            extras_from_args(a), limits_from_args(a), a.time_budget,
+        )
+
+    def check(self) -> None:
+        """Numbers given in code, not through the CLI's checked types: a UsageError (exit 2)."""
+        from .options import check_mpp, check_positive_int, check_probability, checked
+
+        for value, check, name in ((self.threshold, check_probability, "--threshold"), (self.mpp, check_mpp, "--mpp"), (self.batch_size, check_positive_int, "--batch-size")):
+            if value is not None:
+                checked(check, value, name)
+
+    def detector(self, weights: Path, kind: "type[Detector] | None" = None) -> Detector:
+        # `Detector` looked up now, not at definition: tests replace it in this module.
+        detector = (kind or Detector)(weights, self.device, self.threshold, fast=self.fast, batch_size=self.batch_size, compile=self.compile)
+        if self.limits is not None:
+            detector.limits = self.limits
+        return detector
+
+    def per_image(self) -> dict[str, Any]:
+        """detect_or_error's keyword options for each image."""
+        return {"style": self.style, "mpp": self.mpp, "tissue_only": self.tissue_only, "extras": self.extras, "time_budget": self.time_budget}
+
+
 def run_detect(
     images: list[Path],
     weights: Path,
     output: str | Path | None = None,
-    threshold: float | None = None,
-    mpp: float | None = None,
-    device: str = "auto",
-    style: str = "2021",
+    options: DetectOptions = DetectOptions(),
     progress: bool = True,
-    fast: bool = False,
-    batch_size: int | None = None,
-    tissue_only: bool | None = None,
-    compile: bool = False,
-    extras: "Extras | None" = None,
-    limits: "Any" = None,
-    time_budget: float | None = None,
     debug: bool = False,
 ) -> int:
     """Detect on every image; a bad image is reported and skipped, never losing the others.
     Options and outputs are checked before any work (UsageError, exit 2)."""
     from tqdm import tqdm
 
-    from .options import check_mpp, check_positive_int, check_probability, checked
-
-    if threshold is not None:
-        checked(check_probability, threshold, "--threshold")
-    if mpp is not None:
-        checked(check_mpp, mpp, "--mpp")
-    if batch_size is not None:
-        checked(check_positive_int, batch_size, "--batch-size")
+    options.check()
     if not weights.is_file():
         raise UsageError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
     targets = output_paths(images, output)
     check_writable(targets)
     remove_stale_temp(targets)
-    detector = Detector(weights, device, threshold, fast=fast, batch_size=batch_size, compile=compile)
-    if limits is not None:
-        detector.limits = limits
+    detector = options.detector(weights)
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):
-        summary, error = detect_or_error(
-            detector, image, target, style, mpp, progress, tissue_only, extras=extras, debug=debug, time_budget=time_budget
-        )
+        summary, error = detect_or_error(detector, image, target, progress=progress, debug=debug, **options.per_image())
         if error is not None:
             failures += 1
             tqdm.write(f"midog detect: error: {error}", file=sys.stderr)
@@ -170,36 +197,40 @@ def run_detect(
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from . import options
-
     p = subparsers.add_parser("detect", help="detect mitotic figures and write Multiple points JSON")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the published weights fetched by `midog fetch`)")
     p.add_argument(
         "--output", "-o", default=None,
         help="output file (one image), or folder (several images, an existing folder, or a path ending in /); default: ./<image stem>.json",
     )
+    p.add_argument("--compile", action="store_true", help="torch.compile the network: faster on large images after ~10 s of start-up; needs a C++ compiler")
+    add_detection_args(p)
+    p.set_defaults(
+        run=lambda a: run_detect(
+            a.images, a.weights or default_weights(), a.output, DetectOptions.from_args(a), a.progress, debug=getattr(a, "debug", False)
+        )
+    )
+
+
+def add_detection_args(p: argparse.ArgumentParser) -> None:
+    """The options of every command that runs the detector on images (`midog detect`,
+    `midog batch`): weights, operating point, spacing, device, style, modes, extras, limits."""
+    from . import options
+    from .extras import add_extras_cli
+
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the published weights fetched by `midog fetch`)")
     p.add_argument("--threshold", type=options.probability, default=None, help="operating point in [0, 1] (default: the checkpoint's, else 0.64)")
     p.add_argument("--mpp", type=options.mpp, default=None, help="micrometres per pixel, overriding or replacing the file's resolution")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--style", choices=["2021", "2022"], default="2021", help="2021: points above threshold; 2022: all candidates with probability and name")
     p.add_argument("--fast", action="store_true", help="channels-last + bfloat16/float16 autocast: faster, scores differ slightly from the reference")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network: faster on large images after ~10 s of start-up; needs a C++ compiler")
     p.add_argument("--batch-size", type=options.positive_int, default=None, help="tiles per batch (default on CPU: 4, or 10 with --fast; on GPU: by free memory)")
     tissue = p.add_mutually_exclusive_group()
     tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
     tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    from .extras import add_extras_cli, extras_from_args
-
     add_extras_cli(p)
     add_limit_args(p)
-    p.set_defaults(
-        run=lambda a: run_detect(
-            a.images, a.weights or default_weights(), a.output, a.threshold, a.mpp, a.device, a.style, a.progress, a.fast, a.batch_size, a.tissue_only, a.compile,
-            extras=extras_from_args(a), limits=limits_from_args(a), time_budget=a.time_budget, debug=getattr(a, "debug", False),
-        )
-    )
 
 
 def add_limit_args(p: argparse.ArgumentParser) -> None:

@@ -83,22 +83,18 @@ class Detector:
         self._setup(model, torch_device, meta, threshold, config, fast, batch_size, workers, compile, source=str(weights))
 
     @classmethod
-    def from_model(
-        cls,
-        model: "torch.nn.Module",
-        threshold: float | None = None,
-        config: DetectorConfig = REFERENCE,
-        fast: bool = False,
-        batch_size: int | None = None,
-        workers: int | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> "Detector":
+    def from_model(cls, model: "torch.nn.Module", meta: dict[str, Any] | None = None, **options: Any) -> "Detector":
         """A Detector around a network already in memory (training validation), on the
-        model's own device. The model is left as it is: the Detector folds BatchNorm into a
-        copy in eval mode, exactly as it does with weights loaded from a file, so it outputs
-        what `midog detect` would output for those weights saved and loaded again."""
+        model's own device; `options` are __init__'s threshold, config, fast, batch_size and
+        workers. The model is left as it is: the Detector folds BatchNorm into a copy in eval
+        mode, exactly as it does with weights loaded from a file, so it outputs what
+        `midog detect` would output for those weights saved and loaded again."""
+        unknown = set(options) - {"threshold", "config", "fast", "batch_size", "workers"}
+        if unknown:
+            raise TypeError(f"Detector.from_model() got unexpected options {sorted(unknown)}")
         detector = cls.__new__(cls)
-        detector._setup(model, next(model.parameters()).device, meta or {}, threshold, config, fast, batch_size, workers, False, source="model")
+        settings = {"threshold": None, "config": REFERENCE, "fast": False, "batch_size": None, "workers": None, **options}
+        detector._setup(model, next(model.parameters()).device, meta or {}, compile=False, source="model", **settings)
         return detector
 
     def _setup(

@@ -27,12 +27,12 @@ def synthetic_record(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Path) -> None:
-    from midog.detect import Detector, run_detect
+    from midog.detect import DetectOptions, Detector, run_detect
     from midog.network import load_model
     from midog.training.validate import evaluate_images, predict_image, validation_detector
 
     target = tmp_path / "out.json"
-    assert run_detect([synthetic_record.path], DEMO, target, device="cpu", progress=False) == 0
+    assert run_detect([synthetic_record.path], DEMO, target, DetectOptions(device="cpu"), progress=False) == 0
     written = np.asarray([p["point"] for p in json.loads(target.read_text())["points"]], np.float64)
     assert len(written) > 0, "the demo weights find nothing on this image: the comparison would be empty"
 
