@@ -21,8 +21,6 @@ from ..errors import MidogError
 MITOTIC = "mitotic figure"
 NON_MITOTIC = "non-mitotic figure"
 MIDOG_MITOTIC_CATEGORY = 1
-# Spacings outside this range are not microscopy (ITK reports 1.0 when a TIFF has no tags).
-PLAUSIBLE_SPACING_MM = (1e-5, 0.05)
 
 
 @dataclass(frozen=True)
@@ -119,23 +117,13 @@ def read_predictions(directory: str | Path) -> dict[str, Candidates]:
 
 
 def read_spacing_mm(path: str | Path) -> float:
-    """Pixel spacing (mm, x) from an image header via SimpleITK, without reading the pixels."""
-    import SimpleITK as sitk
+    """Pixel spacing (mm, x) as `midog detect` reads it: the same sources and the same
+    plausibility checks, without reading the pixels; refusals name --spacing-mm."""
+    from ..limits import Limits
+    from ..slide import open_slide
 
-    path = Path(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise MidogError(f"{path}: cannot read the image header for its pixel spacing") from None
-    spacing = float(reader.GetSpacing()[0])
-    if not PLAUSIBLE_SPACING_MM[0] <= spacing <= PLAUSIBLE_SPACING_MM[1]:
-        raise MidogError(
-            f"{path}: pixel spacing {spacing:g} mm is not a microscope resolution "
-            "(no resolution tags?); pass --spacing-mm"
-        )
-    return spacing
+    with open_slide(path, limits=Limits(mpp_option="--spacing-mm")) as slide:
+        return slide.spacing_mm[0]
 
 
 def _find_image(images_dir: Path, name: str) -> Path:
@@ -209,8 +197,13 @@ def read_ground_truth(
     path = Path(path)
     data = load_json(path, "ground-truth file")
     if is_midog_json(data):
-        if spacing_mm is not None and not PLAUSIBLE_SPACING_MM[0] <= spacing_mm <= PLAUSIBLE_SPACING_MM[1]:
-            raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)")
+        if spacing_mm is not None:
+            from ..options import check_mpp
+
+            try:
+                check_mpp(spacing_mm * 1000)
+            except ValueError:
+                raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)") from None
         points = _read_midog_json(path, data, spacing_mm, Path(images_dir) if images_dir else None)
         return GroundTruth(points, midog_domains(data))
     if not isinstance(data, dict) or not data:

@@ -23,6 +23,7 @@ is the reference code's rule: lowest validation detection loss minus domain loss
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -56,6 +57,13 @@ class Batch:
     domains: torch.Tensor  # (B,) scanner index
     labelled: torch.Tensor  # (B,) bool: the patch's scanner has annotations
     boxes: list[np.ndarray]  # per patch, x1, y1, x2, y2 pixels after augmentation
+
+
+def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def make_batch(
@@ -293,7 +301,6 @@ class Trainer:
 
     def batch_loss(self, patches: list, rng: np.random.Generator, augment: bool, alpha: float):
         from .losses import total_loss
-        from .validate import autocast
 
         b = make_batch(patches, self.anchors, self.cfg.sampling.patch_size, rng, self.cfg.augment if augment else None, self.recipe)
         with autocast(self.device, self.amp):

@@ -24,13 +24,6 @@ from .data import ImageRecord
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2)
 
 
-def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 @contextlib.contextmanager
 def training_backend_kept() -> Iterator[None]:
     """The Detector sets cuDNN/TF32 flags for exact float32 inference; a training run's own
