@@ -26,6 +26,7 @@ from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
 from midog.detect import Detector, remove_stale_temp
+from midog.detections import MITOTIC
 from midog.device import describe_runtime, pick_device
 from midog.errors import MidogError, image_error_line
 from midog.fetch import git_blob_sha1, published_weights
@@ -271,7 +272,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
             message = image_error_line(path, exc)
             log.error(f"error: {message}")
             return {"filename": name, "mitotic-figures": None, "error": message}
-        n = sum(1 for p in result["points"] if p.get("name", "mitotic figure") == "mitotic figure")
+        n = sum(1 for p in result["points"] if p.get("name", MITOTIC) == MITOTIC)
         log.info(f"{name}: {n} mitotic figures, {len(result['points'])} points ({time.monotonic() - start:.1f} s)")
         return {"filename": name, "mitotic-figures": result, "error": None}
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .config import REFERENCE
 
+# The class names of the challenge's output, and of every file this project reads back.
 MITOTIC = "mitotic figure"
 NON_MITOTIC = "non-mitotic figure"
 

@@ -14,7 +14,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .errors import MidogError
-from .points import MITOTIC, NON_MITOTIC, Points, read_points
+from .detections import MITOTIC, NON_MITOTIC
+from .points import Points, read_points
 from .spacing import add_points_parser
 
 FORMATS = {"geojson": ".geojson", "asap": ".xml", "csv": ".csv"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .atomic import write_json_atomic as write_json_atomic  # callers import it from here
-from .detections import Detections
+from .detections import MITOTIC, NON_MITOTIC, Detections
 
 STYLES = ("2021", "2022")
 
@@ -24,6 +24,6 @@ def multiple_points(detections: Detections, threshold: float, style: str = "2021
                 points.append({"point": [x_mm, y_mm, 0]})
         else:
             points.append(
-                {"point": [x_mm, y_mm, 0], "probability": score, "name": "mitotic figure" if mitotic else "non-mitotic figure"}
+                {"point": [x_mm, y_mm, 0], "probability": score, "name": MITOTIC if mitotic else NON_MITOTIC}
             )
     return {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}

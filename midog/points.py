@@ -7,17 +7,13 @@ of them mitotic figures), 2022 (every candidate with "name" and "probability") a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MidogError
-from .evaluation.io import load_json
-
-MITOTIC = "mitotic figure"
-NON_MITOTIC = "non-mitotic figure"
+from .detections import MITOTIC
+from .evaluation.io import load_json, parse_points
 
 
 @dataclass(frozen=True)
@@ -39,10 +35,6 @@ class Points:
         return self.xy_mm / np.asarray(spacing_mm, float)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def read_points(path: str | Path) -> Points:
     """A result file's points; a `MidogError` naming the file and the entry when malformed."""
     return points_from_json(load_json(Path(path), "result file"), path)
@@ -50,20 +42,5 @@ def read_points(path: str | Path) -> Points:
 
 def points_from_json(data: object, path: str | Path) -> Points:
     """`read_points` for content already loaded; `path` names it in errors."""
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-        raise MidogError(f'{path}: not a "Multiple points" result (needs a "points" list)')
-    xy, prob, labels = [], [], []
-    for i, entry in enumerate(data["points"]):
-        point = entry.get("point") if isinstance(entry, dict) else None
-        if not isinstance(point, list) or len(point) not in (2, 3) or not all(_number(v) for v in point):
-            raise MidogError(f"{path}: points[{i}] has no point [x_mm, y_mm, z]: {entry!r}")
-        p = entry.get("probability")
-        if p is not None and not _number(p):
-            raise MidogError(f"{path}: points[{i}].probability is not a number: {p!r}")
-        name = entry.get("name", MITOTIC)
-        if not isinstance(name, str):
-            raise MidogError(f"{path}: points[{i}].name is not a string: {name!r}")
-        xy.append(point[:2])
-        prob.append(math.nan if p is None else float(p))
-        labels.append(name)
-    return Points(np.asarray(xy, float).reshape(-1, 2), np.asarray(prob, float), labels)
+    xyz, probability, names = parse_points(data, path)
+    return Points(xyz[:, :2], probability, names)

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..config import MIDOG_SCANNERS
+from ..detections import MITOTIC, NON_MITOTIC
 from ..errors import MidogError
 
-MITOTIC = "mitotic figure"
-NON_MITOTIC = "non-mitotic figure"
 MIDOG_MITOTIC_CATEGORY = 1
 
 
@@ -77,31 +76,40 @@ def _point_xyz(value: Any, path: Path, where: str) -> list[float]:
     return [float(v) for v in value] + [0.0] * (3 - len(value))
 
 
-def read_prediction_file(path: str | Path) -> Candidates:
-    """One Grand Challenge "Multiple points" file (2021 or 2022 style)."""
-    path = Path(path)
-    data = load_json(path, "prediction file")
+def parse_points(data: Any, path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A "Multiple points" file's content, in any of the shapes the containers write (2021:
+    points only, all mitotic figures; 2022 and 2025: every candidate named and scored) ->
+    (points (n, 3) mm, probabilities (NaN where none is given), names ("mitotic figure"
+    where none is given)). Evaluation, exports and counts all read results through this."""
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise MidogError(f'{path}: not a "Multiple points" answer (needs a "points" list)')
     if data.get("type", "Multiple points") != "Multiple points":
         raise MidogError(f'{path}: type is {data["type"]!r}, expected "Multiple points"')
-    xyz, prob, named = [], [], []
+    xyz, prob, names = [], [], []
     for i, entry in enumerate(data["points"]):
         where = f"points[{i}]"
         if not isinstance(entry, dict) or "point" not in entry:
             raise MidogError(f'{path}: {where} has no "point"')
         xyz.append(_point_xyz(entry["point"], path, f"{where}.point"))
-        p = entry.get("probability", 1.0)  # 2021 files list only the detections
-        if not _is_number(p):
-            raise MidogError(f"{path}: {where}.probability is not a number: {p!r}")
-        prob.append(float(p))
+        if "probability" in entry and not _is_number(entry["probability"]):
+            raise MidogError(f"{path}: {where}.probability is not a number: {entry['probability']!r}")
+        prob.append(float(entry.get("probability", math.nan)))
         name = entry.get("name", MITOTIC)
         if not isinstance(name, str):
             raise MidogError(f"{path}: {where}.name is not a string: {name!r}")
-        named.append(name != NON_MITOTIC)
-    if not xyz:
+        names.append(name)
+    return np.asarray(xyz, float).reshape(-1, 3), np.asarray(prob, float), names
+
+
+def read_prediction_file(path: str | Path) -> Candidates:
+    """One Grand Challenge "Multiple points" file (2021, 2022 or 2025 style)."""
+    path = Path(path)
+    xyz, prob, names = parse_points(load_json(path, "prediction file"), path)
+    if not len(xyz):
         return Candidates.empty()
-    return Candidates(np.asarray(xyz, float), np.asarray(prob, float), np.asarray(named, bool))
+    # 2021 files list only the detections: each counts as certain.
+    prob = np.where(np.isnan(prob), 1.0, prob)
+    return Candidates(xyz, prob, np.array([n != NON_MITOTIC for n in names], bool))
 
 
 def read_predictions(directory: str | Path) -> dict[str, Candidates]:
