@@ -88,7 +88,7 @@ def detect_to_file(
     detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style), deadline=deadline)
     result = multiple_points(detections, detector.threshold, style)
     write_json_atomic(target, result)
-    extra = write_extras(result, target, image, mpp, extras) if extras else ""
+    extra = write_extras(result, target, image, mpp, extras, detections.spacing_mm) if extras else ""
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
     n_mitotic = int((detections.scores > detector.threshold).sum())

@@ -25,21 +25,15 @@ class Extras:
         return bool(self.exports) or self.count is not None
 
 
-def write_extras(result: dict[str, Any], target: Path, image: Path, mpp: float | None, extras: Extras) -> str:
-    """Write the extras for one image's `result` (already written to `target`); returns a
-    short note for the summary line."""
+def write_extras(result: dict[str, Any], target: Path, image: Path, mpp: float | None, extras: Extras, spacing_mm: tuple[float, float]) -> str:
+    """Write the extras for one image's `result` (already written to `target`, its points in
+    mm at `spacing_mm`, the spacing the detector used); returns a note for the summary line."""
     from .output import write_json_atomic
-    from .slide import open_slide
 
     if not extras:
         return ""
     points = points_from_json(result, target)
-    notes = []
-    if extras.exports:
-        with open_slide(image, mpp) as slide:
-            spacing = slide.spacing_mm
-        for fmt in extras.exports:
-            notes.append(str(export(points, spacing, fmt, target.with_suffix(FORMATS[fmt]))))
+    notes = [str(export(points, spacing_mm, fmt, target.with_suffix(FORMATS[fmt]))) for fmt in extras.exports]
     if extras.count is not None:
         overlay = target.with_name(target.stem + ".overlay.png") if extras.overlay else None
         counted = count_image(points, image, mpp, extras.count, overlay)
