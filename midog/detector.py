@@ -113,9 +113,12 @@ class Detector:
         import torch
 
         from .anchors import make_anchors
+        from .config import with_normalisation
         from .network import fold_batchnorm
         from .tiles import Normalizer
 
+        # A checkpoint trained without standardisation records it; everything else keeps `config`.
+        config = with_normalisation(config, meta)
         self.config = config
         self.device = device
         self.meta = meta
