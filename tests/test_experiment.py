@@ -5,6 +5,7 @@ operating point's plateau rule."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from midog import synth
 from midog.cli import main
+from midog.commands.experiment import add_cli, config_from_args
 from midog.config import REFERENCE, with_normalisation
 from midog.errors import MidogError
 from midog.training.experiment import ExperimentConfig, model_config, plateau_threshold
@@ -114,12 +116,25 @@ def test_weak_model_runs_as_trained(experiment) -> None:
     assert [metas[m]["train"]["augment"]["enabled"] for m in MODELS] == [False, True, True]
 
 
-def test_rerun_reuses_finished_training(experiment) -> None:
+def test_finished_training_is_reused_and_interrupted_resumed(experiment, monkeypatch) -> None:
+    from midog.training import experiment as exp_mod
+    from midog.training import loop
+
     data, out = experiment
-    last = out / "seed0" / "weak" / "last.pt"
-    before = last.stat().st_mtime_ns
-    assert main(["experiment", str(data / "MIDOG.json"), "--out", str(out), *TINY, "--models", "weak", "--no-umap"]) == 0
-    assert last.stat().st_mtime_ns == before
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_cli(sub)
+    cfg = config_from_args(sub.choices["experiment"].parse_args([str(data / "MIDOG.json"), "--out", str(out), *TINY]))
+    run = model_config(cfg.base, "weak", 0, out / "seed0" / "weak")
+    calls = []
+    monkeypatch.setattr(loop, "train", lambda c, resume=False, stop_after=None: calls.append(resume) or {"epochs_done": 1})
+    assert exp_mod.train_or_resume(run)["reused"] is True and calls == []
+    # A run without its summary (killed mid-epoch) continues from last.pt.
+    (out / "seed0" / "weak" / "summary.json").rename(out / "seed0" / "weak" / "summary.bak")
+    try:
+        exp_mod.train_or_resume(run)
+    finally:
+        (out / "seed0" / "weak" / "summary.bak").rename(out / "seed0" / "weak" / "summary.json")
+    assert calls == [True]
 
 
 def test_model_definitions(tmp_path: Path) -> None:
