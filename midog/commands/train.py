@@ -9,7 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from ..config.settings import RECIPES, RunConfig, run_config_from
+from ..config import RECIPES, RunConfig, run_config_from
 from ..config.fields import add_arguments
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config.settings import DetectorConfig
+from ..config import DetectorConfig
 from ..errors import MidogError
 
 if TYPE_CHECKING:

@@ -32,7 +32,6 @@ from .spacing import (
     PLAUSIBLE_MPP,
     RESOLUTION_UNITS_MM,
     SPACING_TOLERANCE,
-    _check_mpp,
     _number,
     check_spacing,
     mpp_spacing,
@@ -66,7 +65,6 @@ __all__ = [
     "tiff_spacing_mm",
     "to_rgb_uint8",
     "ycbcr_to_rgb",
-    "_check_mpp",
 ]
 
 OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
@@ -97,6 +95,12 @@ class Slide:
     def is_whole_slide(self) -> bool:
         """Pyramidal / vendor slides: tissue detection pays off and is on by default."""
         return False
+
+    @property
+    def offset_px(self) -> tuple[int, int]:
+        """Level-0 origin of the region the file says holds the scan (MRXS, SCN: OpenSlide's
+        bounds); viewers that crop to it (QuPath) count their coordinates from there."""
+        return (0, 0)
 
     def close(self) -> None:
         pass
@@ -326,6 +330,16 @@ class OpenSlideSlide(Slide):
     @property
     def is_whole_slide(self) -> bool:
         return True
+
+    @property
+    def offset_px(self) -> tuple[int, int]:
+        import openslide
+
+        props = self._slide.properties
+        try:
+            return (int(props.get(openslide.PROPERTY_NAME_BOUNDS_X, 0)), int(props.get(openslide.PROPERTY_NAME_BOUNDS_Y, 0)))
+        except ValueError:  # a malformed bound is no reason to refuse the slide: no offset
+            return (0, 0)
 
     def close(self) -> None:
         self._slide.close()

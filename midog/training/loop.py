@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config.settings import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
+from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
 from .schedule import OneCycle, grl_alpha
 
