@@ -216,7 +216,8 @@ def test_loss_falls_on_a_tiny_synthetic_set(tiny_set: Path, tmp_path: Path) -> N
 
 def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) -> None:
     from midog.network.retinanet import load_model
-    from midog.training.loop import export_weights, train
+    from midog.training.checkpoints import export_weights
+    from midog.training.loop import train
 
     # Validation only at the last epoch keeps this test fast.
     full = train(_cfg(tiny_set, tmp_path / "a", val_every=2))
@@ -389,7 +390,7 @@ def test_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
     import torchvision
 
     from midog.network.retinanet import RetinaNetDA
-    from midog.training.loop import init_backbone
+    from midog.training.checkpoints import init_backbone
 
     resnet = torchvision.models.resnet18(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "r18.pth")

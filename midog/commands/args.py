@@ -5,10 +5,14 @@ the count options, and the result-plus-image arguments of `midog export` / `mido
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import types
+import typing
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from ..config.fields import option, option_dest
 from ..config.checks import check_mpp, check_positive, check_positive_int, check_probability
 from ..errors import MidogError
 from ..pipeline.image import DetectOptions
@@ -127,3 +131,70 @@ def add_result_parser(
     p.add_argument("--image", type=Path, required=image_required, default=None, help=image_help)
     p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding the image's spacing or standing in for it")
     return p
+
+
+def _hint(cls: type, name: str) -> tuple[Any, bool, int | None]:
+    """(element type, optional, tuple length) of a field's annotation."""
+    hint = typing.get_type_hints(cls)[name]
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = True, args[0]
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        return args[0], optional, len(args)
+    return hint, optional, None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def add_config_arguments(parser: argparse.ArgumentParser | Any, cls: type, groups: Mapping[str, Any] | None = None) -> None:
+    """Add an option for every field of dataclass `cls`; a field that is itself a dataclass
+    adds its own fields, in `groups[field name]` (an argument group) when given."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("cli") or option()["cli"]
+        if not spec["enabled"]:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            add_config_arguments((groups or {}).get(f.name, parser), hints[f.name], groups)
+            continue
+        kind, optional, length = _hint(cls, f.name)
+        default = _default(f)
+        flag = "--" + (spec["flag"] or f.name.replace("_", "-"))
+        helptext = spec["help"]
+        if default not in (dataclasses.MISSING, None) and kind is not bool and spec["const"] is None:
+            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+            helptext = f"{helptext} (default: {shown})" if helptext else f"default: {shown}"
+        kw: dict[str, Any] = dict(dest=option_dest(cls, f.name), default=argparse.SUPPRESS, help=helptext or None)
+        if spec["positional"]:
+            parser.add_argument(kw.pop("dest"), metavar=spec["metavar"], type=kind, help=kw["help"])
+            continue
+        names = [flag, *spec["aliases"]]
+        if spec["const"] is not None:
+            kw.update(action="store_const", const=spec["const"])
+        elif kind is bool and spec["choices"] is None:
+            if spec["negatable"]:
+                kw["action"] = argparse.BooleanOptionalAction
+            elif default is True:
+                names, kw["action"] = ["--no-" + flag[2:]], "store_false"
+            else:
+                kw["action"] = "store_true"
+        else:
+            choices = spec["choices"]
+            kw["type"] = str if isinstance(choices, Mapping) else kind
+            if choices is not None:
+                kw["choices"] = list(choices)
+            else:
+                kw["metavar"] = spec["metavar"] or f.name.upper()
+            if length:
+                kw["nargs"] = length
+            if default is dataclasses.MISSING:
+                kw["required"] = True
+        parser.add_argument(*names, **kw)
