@@ -82,6 +82,8 @@ def diagnose_cuda() -> str | None:
 
 
 def warn(message: str) -> None:
+    # Printed, not logged: a GPU that torch cannot use must reach the operator's console
+    # even under --quiet or a platform's own logging set-up.
     bar = "!" * 78
     print(f"{bar}\nWARNING: {message}\n{bar}", file=sys.stderr, flush=True)
 
