@@ -20,7 +20,7 @@ import importlib.util
 import sys
 import types
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -32,12 +32,6 @@ _EXPORTS = {
     "REFERENCE": "midog.config.settings",
 }
 __all__ = ["__version__", *_EXPORTS]
-
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
-    from .config import REFERENCE, DetectorConfig
-    from .detector.core import Detector
-    from .detector.detections import Detections
-    from .slides.readers import open_slide
 
 
 # Modules of the flat layout (before 0.2) -> their place now. Old imports keep working for
