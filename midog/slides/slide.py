@@ -30,10 +30,8 @@ class Slide:
         """True when the file stores no pixels for this region (sparse TIFF tiles)."""
         return False
 
-    @property
-    def is_whole_slide(self) -> bool:
-        """Pyramidal / vendor slides: tissue detection pays off and is on by default."""
-        return False
+    # Pyramidal / vendor slides: tissue detection pays off and is on by default.
+    is_whole_slide: bool = False
 
     @property
     def offset_px(self) -> tuple[int, int]:

@@ -20,6 +20,8 @@ OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", 
 class OpenSlideSlide(Slide):
     """Whole-slide formats: regions are decoded on demand, never the whole level."""
 
+    is_whole_slide = True
+
     def __init__(self, path: Path, mpp: float | None, limits: Limits = DEFAULT_LIMITS) -> None:
         import openslide
 
@@ -48,10 +50,6 @@ class OpenSlideSlide(Slide):
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
         return thumb, self.width / thumb.shape[1]
-
-    @property
-    def is_whole_slide(self) -> bool:
-        return True
 
     @property
     def offset_px(self) -> tuple[int, int]:
