@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from midog import synth
-from midog.cli import main
+from midog.commands import main
 from midog.commands.experiment import add_cli, config_from_args
 from midog.config import REFERENCE, with_normalisation
 from midog.errors import MidogError

@@ -1,2 +1,8 @@
-"""The subcommands: one module each, with `add_cli(subparsers)` that only parses
-arguments, calls the library and prints."""
+"""The `midog` command line: one module per subcommand, each parsing its arguments, calling
+the library and printing what it did (`main` builds the parser; shared options in `args`)."""
+
+from __future__ import annotations
+
+from .main import main
+
+__all__ = ["main"]

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from ..config import RECIPES, RunConfig, run_config_from
-from ..config_cli import add_arguments
 from ..training.experiment import MODELS, ExperimentConfig
+from .args import add_config_arguments
 
 log = logging.getLogger(__name__)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig) if f.default is not dataclasses.MISSING}
@@ -47,7 +47,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--no-umap", action="store_true", help="skip the UMAPs")
     groups = {k: p.add_argument_group(t) for k, t in (("data", "data and split"), ("sampling", "patches"), ("optim", "optimisation and schedule"), ("objective", "recipe"), ("augment", "augmentation"))}
     groups["objective"].add_argument("--recipe", choices=list(RECIPES), default="reference")
-    add_arguments(p.add_argument_group("run (shared by every model)"), RunConfig, groups)
+    add_config_arguments(p.add_argument_group("run (shared by every model)"), RunConfig, groups)
     p.set_defaults(run=_run)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..config import REFERENCE, DetectorConfig
-from ..detector import Detector
-from ..detections import Detections
+from ..detector.core import Detector
+from ..detector.detections import Detections
 from .data import ImageRecord
 
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2)
