@@ -68,14 +68,17 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def _run(args: argparse.Namespace) -> int:
     from ..training.checks import check_training_data
+    from ..atomic import write_text_atomic
     from ..training.experiment import run_experiment
+    from ..training.experiment_report import write_report
 
     cfg = config_from_args(args)
     check_training_data(cfg.base.data)
     t0 = time.perf_counter()
     result = run_experiment(cfg, on_stage=lambda text: log.info("%s", text))
-    Path(cfg.base.out_dir, "command.txt").write_text("midog " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
-    rows = json.loads((result.report.parent / "results.json").read_text())["rows"]
+    report = write_report(result, Path(cfg.base.out_dir))
+    write_text_atomic(Path(cfg.base.out_dir, "command.txt"), "midog " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
+    rows = json.loads((report.parent / "results.json").read_text())["rows"]
     parts = [f"{key}: F1 {r['all scanners']['f1']:.3f}" if r["all scanners"]["f1"] is not None else f"{key}: F1 n/a" for key, r in rows.items()]
-    print(f"{len(result.results)} models in {time.perf_counter() - t0:.0f} s; all scanners {'; '.join(parts)} -> {result.report}")
+    print(f"{len(result.results)} models in {time.perf_counter() - t0:.0f} s; all scanners {'; '.join(parts)} -> {report}")
     return 0

@@ -15,7 +15,7 @@ the more confused domain classifier), the operating point chosen on the validati
 (`plateau_threshold`), detection of the held-out images (the seeded test split plus every
 ground-truth image that MIDOG.json does not list: the unseen scanners), the official
 evaluation of those predictions, and the encoder-feature UMAP. `experiment_report` writes
-the report.
+the report from the result.
 """
 
 from __future__ import annotations
@@ -270,16 +270,14 @@ class ExperimentResult:
     results: list[ModelResult]
     status: dict[str, str]
     seconds: dict[str, float]  # "seed S model M" -> wall seconds (training + scoring)
-    report: Path | None = None
 
 
 def run_experiment(cfg: ExperimentConfig, on_stage: Callable[[str], None] | None = None) -> ExperimentResult:
-    """Train, score and report every model and seed; returns the results (report path set)."""
+    """Train and score every model and seed; `experiment_report.write_report` then writes
+    the report from the result."""
     import time
 
     from tqdm import tqdm
-
-    from .experiment_report import write_report
 
     out = Path(cfg.base.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,6 +296,4 @@ def run_experiment(cfg: ExperimentConfig, on_stage: Callable[[str], None] | None
     status: dict[str, str] = {}
     for r in results:
         status.update(json.loads((r.run_dir.parent / f"{r.run_dir.name}-heldout.json").read_text())["status"])
-    result = ExperimentResult(cfg, results, status, seconds)
-    result.report = write_report(result, out)
-    return result
+    return ExperimentResult(cfg, results, status, seconds)
