@@ -163,3 +163,50 @@ def test_plateau_threshold_takes_the_middle_of_the_longest_run() -> None:
     f1[:] = np.nan
     f1[6] = 0.4
     assert plateau_threshold(t, f1, 0.02) == 6
+
+
+def test_report_tables_on_crafted_predictions_match_midog_evaluate(tmp_path: Path) -> None:
+    """Detections that hit and miss (the CI run's tiny models find nothing): Table 1 and the
+    spread over two seeds against `midog evaluate` on the very same prediction files."""
+    from midog.atomic import write_json_atomic
+    from midog.config import run_config
+    from midog.evaluation.io import read_predictions
+    from midog.evaluation.tables import evaluate
+    from midog.training.experiment import ExperimentResult, ModelResult, ValidationCurve
+    from midog.training.experiment_report import write_report
+
+    rng = np.random.default_rng(0)
+    gt = {f"{i:03d}.tiff": np.column_stack([rng.uniform(0, 1, (5, 2)), np.zeros(5)]) for i in range(1, 7)}
+    domains = {n: ("A", "A", "B", "B", "U", "U")[i] for i, n in enumerate(sorted(gt))}
+    status = {"A": "seen, labelled", "B": "seen, unlabelled", "U": "unseen"}
+    (tmp_path / "gt.json").write_text(json.dumps({n: p.tolist() for n, p in gt.items()}))
+    (tmp_path / "domains.json").write_text(json.dumps(domains))
+    cfg = ExperimentConfig(run_config(str(tmp_path / "MIDOG.json"), str(tmp_path / "exp"), test_per_scanner=1), bootstrap=30)
+    results = []
+    for seed in (0, 1):
+        for k, model in enumerate(MODELS):
+            pred = tmp_path / "exp" / f"seed{seed}" / f"{model}-predictions"
+            for n, pts in gt.items():
+                hits = pts[: 1 + (k + seed + int(n[:3])) % 5]  # some found, some missed
+                fps = np.column_stack([rng.uniform(2, 3, (k + 1, 2)), np.zeros(k + 1)])
+                points = [{"point": p.tolist(), "probability": float(rng.uniform(0.3, 1.0)), "name": "mitotic figure"} for p in np.vstack([hits, fps])]
+                write_json_atomic(pred / f"{n[:3]}.json", {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}})
+            found = read_predictions(pred)
+            ev = evaluate(gt, {f"{s}.tiff": c for s, c in found.items()}, domains, 0.5, False, 30, seed)
+            val = ValidationCurve(np.array([0.5]), np.array([1.0]), {}, 0.5)
+            run = tmp_path / "exp" / f"seed{seed}" / model
+            results.append(ModelResult(model, seed, run, {"best": {"epoch": 1}}, val, ev, pred, [], None))
+    report = write_report(ExperimentResult(cfg, results, status, {}), tmp_path / "exp").read_text()
+    table = _table1(report)
+    for k, model in enumerate(MODELS):
+        out = tmp_path / f"eval-{model}"
+        assert main(["evaluate", "--predictions", str(tmp_path / "exp" / "seed0" / f"{model}-predictions"), "--ground-truth",
+                     str(tmp_path / "gt.json"), "--domains", str(tmp_path / "domains.json"), "--threshold", "0.5",
+                     "--output", str(out), "--bootstrap", "0"]) == 0
+        agg = json.loads((out / "metrics.json").read_text())["aggregates"]
+        assert 0 < agg["f1_score"] < 1
+        for name, e in {**agg["scanners"], "all scanners": agg}.items():
+            for key, cell in zip(("precision", "recall", "f1_score"), table[name][3 * k : 3 * k + 3]):
+                assert cell == f"{e[key]:.3f}", (model, name, key)
+    assert "## Spread over seeds" in report and "mean ± sd" in report.split("## Spread over seeds")[1].split("##")[0]
+    assert "Seed 1:" in report

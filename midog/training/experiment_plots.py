@@ -107,5 +107,6 @@ def plot_curves(results: list, path: Path) -> Path:
                     ax.plot(*zip(*pts), ls=ls, marker=".", color=colour, label=f"{r.model} s{r.seed} {key}")
         ax.set(title=title, xlabel="epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=6)
     return _save(fig, path)
