@@ -87,6 +87,7 @@ COMMAND_MODULES = [
     "midog.training.cli",
     "midog.exports",
     "midog.count",
+    "midog.commands.review",
 ]
 
 

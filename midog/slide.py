@@ -94,6 +94,19 @@ class Slide:
         return False
 
     @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """The downsample of each stored resolution level, level 0 (1.0) first."""
+        return (1.0,)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """(h, w, 3) uint8 pixels of `level`, from level-0 origin (x, y); w, h in that
+        level's pixels. The review page's tile pyramid reads its coarse tiles this way
+        rather than decoding level 0 for them."""
+        if level != 0:
+            raise ValueError(f"{self.path}: no resolution level {level}")
+        return self.read_region(x, y, w, h)
+
+    @property
     def is_whole_slide(self) -> bool:
         """Pyramidal / vendor slides: tissue detection pays off and is on by default."""
         return False
@@ -286,6 +299,21 @@ class TiffSlide(Slide):
     def is_whole_slide(self) -> bool:
         return len(self._slide.ts_tifffile.series[self._index].levels) > 1
 
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        if self._zarr is not None:  # no pyramid reader for these layouts
+            return (1.0,)
+        return tuple(float(d) for d in self._slide.level_downsamples)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if level == 0:
+            return self.read_region(x, y, w, h)
+        try:
+            region = np.asarray(self._slide.read_region((x, y), level, (w, h), as_array=True))
+        except Exception as exc:  # codecs raise their own types for damaged data
+            raise ImageError(self.path, f"damaged or truncated image ({type(exc).__name__}: {exc})") from None
+        return self._convert(region)
+
     def close(self) -> None:
         self._slide.close()
 
@@ -322,6 +350,13 @@ class OpenSlideSlide(Slide):
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
         return thumb, self.width / thumb.shape[1]
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._slide.level_downsamples)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return np.asarray(self._slide.read_region((x, y), level, (w, h)))[:, :, :3]
 
     @property
     def is_whole_slide(self) -> bool:

@@ -1,0 +1,260 @@
+"""The review page (`midog review`): one self-contained HTML page per slide, opened from disk
+in any browser with no network, and an index page for the cohort.
+
+The page shows the slide through a tile pyramid written beside it (midog.results.review_tiles),
+every candidate at every zoom, the tissue outline and the hotspot, a threshold slider, a
+gallery of the best-scoring candidates and the count table. Everything the page shows is
+computed here, in Python, by the functions `midog count` uses: at each of the slider's
+thresholds the count, the hotspot and the score are precomputed, so the page recounts live
+without re-implementing the hotspot search in JavaScript and agrees with
+`midog count --threshold T` by construction. Candidates with a probability above T are
+mitotic figures at threshold T, as the detector names them.
+
+Layout of an output folder: <name>.html and its pictures in <name>_files/ (tiles/<level>/,
+crops/, thumb.jpg), index.html for the cohort.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..config import REFERENCE
+from ..count import THUMBNAIL_SIDE, CountOptions, count, tissue_map
+from ..detections import MITOTIC, NON_MITOTIC
+from ..errors import MidogError, UsageError
+from ..hotspot import TissueMap, region_size
+from ..points import Points
+from . import review_tiles as tiles
+
+SLIDER_STEP = 0.01
+SLIDER_THRESHOLDS = tuple(round(i * SLIDER_STEP, 2) for i in range(100))  # 0.00 ... 0.99
+TILE_MARGIN_CELLS = 4  # tiles are written this many tissue-mask cells around tissue
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    count: CountOptions = field(default_factory=CountOptions)
+    tile_format: str = "jpeg"
+    gallery: int = 200  # crops of the best-scoring candidates; the page stays light on big slides
+    threshold: float | None = None  # where the slider starts; None: the detector's operating point
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ReviewEntry:
+    """One slide of the cohort index: its page, or the one line that says why it has none."""
+
+    name: str
+    page: str | None = None
+    thumbnail: str | None = None
+    figures: int | None = None
+    per_mm2: float | None = None
+    hotspot: int | None = None
+    score: int | None = None
+    threshold: float | None = None
+    error: str | None = None
+
+
+def at_threshold(points: Points, threshold: float, source: str | Path) -> Points:
+    """The points renamed at `threshold`: those with a probability above it are mitotic
+    figures, the others not. A result without probabilities (2021 style) cannot be
+    re-thresholded: `MidogError` naming `source`."""
+    if not 0 <= threshold <= 1:
+        raise MidogError(f"threshold must lie in [0, 1], not {threshold:g}")
+    if len(points) and np.isnan(points.probability).any():
+        raise MidogError(f"{source}: some points have no probability (2021 style), so no threshold can be applied")
+    labels = [MITOTIC if p > threshold else NON_MITOTIC for p in points.probability.tolist()]
+    return Points(points.xy_mm, points.probability, labels)
+
+
+def _thresholded(points: Points) -> bool:
+    return len(points) > 0 and not np.isnan(points.probability).any()
+
+
+def _summary_entry(summary: dict[str, Any], spacing: tuple[float, float]) -> dict[str, Any]:
+    spot = summary["hotspot"]
+    return {
+        "figures": summary["mitotic_figures"],
+        "per_mm2": summary["per_mm2"],
+        "hotspot": None if spot is None else {
+            "cx": spot["center_mm"][0] / spacing[0], "cy": spot["center_mm"][1] / spacing[1],
+            "count": spot["count"], "per_mm2": spot["per_mm2"], "in_tissue_mm2": spot["area_in_tissue_mm2"],
+        },
+        "score": summary["score"],
+    }
+
+
+def counts_by_threshold(points: Points, tissue: TissueMap, spacing: tuple[float, float], options: CountOptions, source: str | Path) -> tuple[list[float | None], list[dict[str, Any]]]:
+    """What the count table shows at each slider position: the count of `midog count` at
+    each threshold, or once, as the file names the points, when it has no probabilities."""
+    if not _thresholded(points):
+        return [None], [_summary_entry(count(points, tissue, spacing, options).summary, spacing)]
+    # The figures at a higher threshold are a subset of those at a lower one, so a set is
+    # named by its size: each distinct set is counted (and its hotspot searched) once.
+    in_tissue = tissue.contains(points.xy_mm) if len(points) else np.zeros(0, bool)
+    cache: dict[int, dict[str, Any]] = {}
+    entries = []
+    for t in SLIDER_THRESHOLDS:
+        n = int(((points.probability > t) & in_tissue).sum())
+        if n not in cache:
+            cache[n] = _summary_entry(count(at_threshold(points, t, source), tissue, spacing, options).summary, spacing)
+        entries.append(cache[n])
+    return list(SLIDER_THRESHOLDS), entries
+
+
+def tissue_path(tissue: TissueMap, spacing: tuple[float, float]) -> str:
+    """The tissue outline as an SVG path in level-0 pixels."""
+    horizontal, vertical = tissue.boundary()
+    sx, sy = spacing
+    parts = [f"M{x0 / sx:.1f} {y / sy:.1f}H{x1 / sx:.1f}" for y, x0, x1 in horizontal]
+    parts += [f"M{x / sx:.1f} {y0 / sy:.1f}V{y1 / sy:.1f}" for x, y0, y1 in vertical]
+    return "".join(parts)
+
+
+def start_index(thresholds: list[float | None], wanted: float | None) -> int:
+    """The slider position nearest to `wanted` (default: the detector's operating point)."""
+    if thresholds == [None]:
+        return 0
+    target = REFERENCE.threshold if wanted is None else wanted
+    return int(np.argmin([abs(t - target) for t in thresholds]))  # type: ignore[operator]
+
+
+def review_slide(points: Points, image: Path, mpp: float | None, out_dir: Path, name: str, options: ReviewOptions = ReviewOptions(), source: str | Path = "") -> ReviewEntry:
+    """Write <out_dir>/<name>.html and <name>_files/ for one slide; returns its index entry."""
+    from ..slide import open_slide
+    from ..tissue import tissue_mask
+
+    files = out_dir / f"{name}_files"
+    partial = out_dir / f"{name}_files.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    with open_slide(image, mpp) as slide:
+        spacing, size = slide.spacing_mm, (slide.width, slide.height)
+        thumbnail, downsample = slide.thumbnail(THUMBNAIL_SIDE)
+        tissue = tissue_map(thumbnail, downsample, size, spacing)
+        thresholds, entries = counts_by_threshold(points, tissue, spacing, options.count, source or image)
+        levels = tiles.pyramid_levels(*size)
+        keep = tissue_mask(thumbnail, dilate_px=TILE_MARGIN_CELLS) if slide.is_whole_slide else None
+        wanted = tiles.tiles_to_write(levels, keep, downsample)
+        try:
+            tiles.write_pyramid(slide, partial / "tiles", levels, wanted, options.tile_format, options.progress)
+            xy_px = points.xy_px(spacing)
+            order = _gallery_order(points)[: options.gallery]
+            crops = tiles.write_crops(slide, partial / "crops", xy_px[order], tiles.crop_side_px(spacing), options.progress)
+            (partial / "thumb.jpg").write_bytes(tiles.thumbnail_jpeg(thumbnail))
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    # The pictures replace the old ones whole, and only then the page that refers to them.
+    shutil.rmtree(files, ignore_errors=True)
+    partial.rename(files)
+    start = start_index(thresholds, options.threshold)
+    data = page_data(points, tissue, spacing, size, levels, wanted, thresholds, entries, start, options, name, image, crops, order)
+    page = out_dir / f"{name}.html"
+    write_text_atomic(page, render_page(data))
+    at = entries[start]
+    return ReviewEntry(name, page.name, f"{files.name}/thumb.jpg", at["figures"], at["per_mm2"], (at["hotspot"] or {}).get("count"), at["score"], thresholds[start])
+
+
+def _gallery_order(points: Points) -> np.ndarray:
+    """Best score first; file order where there are no probabilities."""
+    if not _thresholded(points):
+        return np.arange(len(points))
+    return np.argsort(-points.probability, kind="stable")
+
+
+def page_data(points: Points, tissue: TissueMap, spacing: tuple[float, float], size: tuple[int, int], levels: list[tiles.Level], wanted: list[np.ndarray],
+              thresholds: list[float | None], entries: list[dict[str, Any]], start: int, options: ReviewOptions, name: str, image: Path,
+              crops: list[str], order: np.ndarray) -> dict[str, Any]:
+    """Everything the page's script reads, as JSON-ready values."""
+    xy = points.xy_px(spacing)
+    in_tissue = tissue.contains(points.xy_mm) if len(points) else np.zeros(0, bool)
+    reach = region_size(options.count.shape, options.count.area_mm2)
+    if options.count.shape == "square":
+        reach /= 2
+    return {
+        "name": name,
+        "image": image.name,
+        "width": size[0], "height": size[1], "spacing_mm": list(spacing),
+        "tile": tiles.TILE_PX, "ext": tiles.FORMATS[options.tile_format], "tiles": f"{name}_files/tiles",
+        "levels": [
+            {"ds": lv.downsample, "w": lv.width, "h": lv.height, "cols": lv.cols, "rows": lv.rows,
+             "have": None if w.all() else "".join("1" if v else "0" for v in w.ravel())}
+            for lv, w in zip(levels, wanted)
+        ],
+        "points": {
+            "x": [round(float(v), 1) for v in xy[:, 0]], "y": [round(float(v), 1) for v in xy[:, 1]],
+            "p": None if not _thresholded(points) else points.probability.tolist(),
+            "mitotic": [int(v) for v in points.mitotic], "tissue": [int(v) for v in in_tissue],
+        },
+        "thresholds": thresholds, "counts": entries, "start": start,
+        "hotspot": {"shape": options.count.shape, "area_mm2": options.count.area_mm2, "rx": reach / spacing[0], "ry": reach / spacing[1]},
+        "tissue_area_mm2": tissue.area_mm2(),
+        "tissue_path": tissue_path(tissue, spacing),
+        "gallery": [{"i": int(i), "src": f"{name}_files/crops/{c}"} for i, c in zip(order.tolist(), crops)],
+        "gallery_total": len(points),
+    }
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _script_json(data: Any) -> str:
+    # Inside <script>, "</" would end the element early; JSON allows "<\/".
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def render_page(data: dict[str, Any]) -> str:
+    page = _asset("review_page.html")
+    return (page.replace("{{TITLE}}", html.escape(f"{data['name']}: midog review"))
+            .replace("{{CSS}}", _asset("review.css"))
+            .replace("{{JS}}", _asset("review.js"))
+            .replace("{{DATA}}", _script_json(data)))
+
+
+def write_index(entries: list[ReviewEntry], out_dir: Path) -> Path:
+    """index.html: every slide with its count, hotspot count, score and thumbnail, sortable."""
+    rows = [{k: v for k, v in vars(e).items()} for e in entries]
+    for row in rows:
+        if row["per_mm2"] is not None and not math.isfinite(row["per_mm2"]):
+            row["per_mm2"] = None
+    page = (_asset("review_index.html").replace("{{CSS}}", _asset("review.css")).replace("{{DATA}}", _script_json(rows)))
+    return write_text_atomic(out_dir / "index.html", page)
+
+
+def page_names(results: list[Path]) -> list[str]:
+    """A page name per result: its stem, numbered where stems repeat."""
+    names: list[str] = []
+    for path in results:
+        stem, k = path.stem, 2
+        name = stem
+        while name in names or name == "index":
+            name, k = f"{stem}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def review_all(results: list[Path], images: list[Path], out_dir: Path, mpp: float | None = None, options: ReviewOptions = ReviewOptions()) -> Iterator[ReviewEntry]:
+    """Review each result on its image, yielding its entry as it is done; a slide that fails
+    yields an entry with its error line and the others go on. The caller writes the index."""
+    from ..errors import image_error_line
+    from ..points import read_points
+
+    if len(results) != len(images):
+        raise UsageError(f"{len(results)} results but {len(images)} images: give one image per result, in the same order")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for result, image, name in zip(results, images, page_names(results)):
+        try:
+            yield review_slide(read_points(result), image, mpp, out_dir, name, options, result)
+        except Exception as exc:  # one bad slide never loses the others' pages
+            yield ReviewEntry(name, error=image_error_line(image, exc))
