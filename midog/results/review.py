@@ -94,9 +94,13 @@ def _summary_entry(summary: dict[str, Any], spacing: tuple[float, float]) -> dic
     }
 
 
-def counts_by_threshold(points: Points, tissue: TissueMap, spacing: tuple[float, float], options: CountOptions, source: str | Path) -> tuple[list[float | None], list[dict[str, Any]]]:
+def counts_by_threshold(points: Points, tissue: TissueMap, spacing: tuple[float, float], options: CountOptions, source: str | Path,
+                        progress: bool = False) -> tuple[list[float | None], list[dict[str, Any]]]:
     """What the count table shows at each slider position: the count of `midog count` at
-    each threshold, or once, as the file names the points, when it has no probabilities."""
+    each threshold, or once, as the file names the points, when it has no probabilities.
+    The exact hotspot search at each position is most of a whole slide's review time."""
+    from tqdm import tqdm
+
     if not _thresholded(points):
         return [None], [_summary_entry(count(points, tissue, spacing, options).summary, spacing)]
     # The figures at a higher threshold are a subset of those at a lower one, so a set is
@@ -104,7 +108,7 @@ def counts_by_threshold(points: Points, tissue: TissueMap, spacing: tuple[float,
     in_tissue = tissue.contains(points.xy_mm) if len(points) else np.zeros(0, bool)
     cache: dict[int, dict[str, Any]] = {}
     entries = []
-    for t in SLIDER_THRESHOLDS:
+    for t in tqdm(SLIDER_THRESHOLDS, desc=f"{Path(source).name} hotspots", unit="threshold", disable=not progress, leave=False):
         n = int(((points.probability > t) & in_tissue).sum())
         if n not in cache:
             cache[n] = _summary_entry(count(at_threshold(points, t, source), tissue, spacing, options).summary, spacing)
@@ -141,7 +145,7 @@ def review_slide(points: Points, image: Path, mpp: float | None, out_dir: Path, 
         spacing, size = slide.spacing_mm, (slide.width, slide.height)
         thumbnail, downsample = slide.thumbnail(THUMBNAIL_SIDE)
         tissue = tissue_map(thumbnail, downsample, size, spacing)
-        thresholds, entries = counts_by_threshold(points, tissue, spacing, options.count, source or image)
+        thresholds, entries = counts_by_threshold(points, tissue, spacing, options.count, source or image, options.progress)
         levels = tiles.pyramid_levels(*size)
         keep = tissue_mask(thumbnail, dilate_px=TILE_MARGIN_CELLS) if slide.is_whole_slide else None
         wanted = tiles.tiles_to_write(levels, keep, downsample)
