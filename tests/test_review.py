@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_count import crafted_points, write_image
 
-from midog.cli import main
+from midog.commands.main import main
 from midog.results.review import SLIDER_THRESHOLDS, at_threshold, page_names
 from midog.results.review_tiles import pyramid_levels, tiles_to_write
 
@@ -114,7 +114,7 @@ def test_2021_result_keeps_its_names(tmp_path):
     assert main(["review", str(result), "--image", str(image), "-o", str(tmp_path / "out"), "--quiet"]) == 0
     data = page_data(tmp_path / "out" / "old.html")
     assert data["thresholds"] == [None] and data["points"]["p"] is None and data["counts"][0]["figures"] == len(xy)
-    from midog.points import read_points
+    from midog.results.reader import read_points
 
     with pytest.raises(Exception, match="no probability"):
         at_threshold(read_points(result), 0.5, result)
@@ -143,7 +143,7 @@ def test_mismatched_images_are_refused(reviewed, capsys):
 def test_whole_slide_pyramid(tmp_path):
     """A pyramidal slide: coarse tiles come from its own levels; glass is not tiled finely."""
     from midog.results.review_tiles import Level, read_tile
-    from midog.slide import open_slide
+    from midog.slides.readers import open_slide
     from midog.synth import make_slide
 
     path = tmp_path / "slide.tiff"

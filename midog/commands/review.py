@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from ..count import DEFAULT_AREA_MM2, SHAPES
+    from ..results.count import DEFAULT_AREA_MM2, SHAPES
     from ..results.review_tiles import FORMATS
 
     p = subparsers.add_parser(
@@ -34,7 +34,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_review(args: argparse.Namespace) -> int:
-    from ..count import options_from_args
+    from ..results.count import options_from_args
     from ..errors import UsageError
     from ..results.review import ReviewOptions, review_all, write_index
 

@@ -28,12 +28,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..config import REFERENCE
-from ..count import THUMBNAIL_SIDE, CountOptions, count, tissue_map
-from ..detections import MITOTIC, NON_MITOTIC
+from ..config.settings import REFERENCE
+from .count import THUMBNAIL_SIDE, CountOptions, count, tissue_map
+from .detections import MITOTIC, NON_MITOTIC
 from ..errors import MidogError, UsageError
-from ..hotspot import TissueMap, region_size
-from ..points import Points
+from .hotspot import TissueMap, region_size
+from .reader import Points
 from . import review_tiles as tiles
 
 SLIDER_STEP = 0.01
@@ -135,8 +135,8 @@ def start_index(thresholds: list[float | None], wanted: float | None) -> int:
 
 def review_slide(points: Points, image: Path, mpp: float | None, out_dir: Path, name: str, options: ReviewOptions = ReviewOptions(), source: str | Path = "") -> ReviewEntry:
     """Write <out_dir>/<name>.html and <name>_files/ for one slide; returns its index entry."""
-    from ..slide import open_slide
-    from ..tissue import tissue_mask
+    from ..slides.readers import open_slide
+    from ..slides.tissue import tissue_mask
 
     files = out_dir / f"{name}_files"
     partial = out_dir / f"{name}_files.partial"
@@ -252,7 +252,7 @@ def review_all(results: list[Path], images: list[Path], out_dir: Path, mpp: floa
     """Review each result on its image, yielding its entry as it is done; a slide that fails
     yields an entry with its error line and the others go on. The caller writes the index."""
     from ..errors import image_error_line
-    from ..points import read_points
+    from .reader import read_points
 
     if len(results) != len(images):
         raise UsageError(f"{len(results)} results but {len(images)} images: give one image per result, in the same order")

@@ -23,7 +23,7 @@ import numpy as np
 from ..atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
-    from ..slide import Slide
+    from ..slides.readers import Slide
 
 TILE_PX = 256
 FORMATS = {"jpeg": ".jpg", "png": ".png"}
