@@ -16,7 +16,8 @@ import pytest
 from test_count import crafted_points, write_image
 
 from midog.commands.main import main
-from midog.results.review import SLIDER_THRESHOLDS, at_threshold, page_names
+from midog.results.reader import at_threshold
+from midog.results.review import SLIDER_THRESHOLDS, page_names
 from midog.results.review_tiles import pyramid_levels, tiles_to_write
 
 ARTEFACTS = Path(__file__).resolve().parent / "artefacts"
@@ -51,14 +52,20 @@ def reviewed(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 def count_at(result: Path, image: Path, threshold: float, folder: Path) -> dict:
-    """What `midog count` says at `threshold`: on the result renamed at that threshold."""
+    """What `midog count --threshold` says, checked against `midog count` of the result renamed
+    at that threshold (what the option means)."""
+    out = folder / f"at-{threshold}.count.json"
+    assert main(["count", str(result), "--image", str(image), "--threshold", str(threshold), "-o", str(out)]) == 0
     data = json.loads(result.read_text())
     for p in data["points"]:
         p["name"] = "mitotic figure" if p["probability"] > threshold else "non-mitotic figure"
-    renamed = folder / f"at-{threshold}.json"
+    renamed = folder / f"renamed-{threshold}.json"
     renamed.write_text(json.dumps(data))
-    assert main(["count", str(renamed), "--image", str(image), "-o", str(folder / f"at-{threshold}.count.json")]) == 0
-    return json.loads((folder / f"at-{threshold}.count.json").read_text())
+    assert main(["count", str(renamed), "--image", str(image), "-o", str(folder / "renamed.count.json")]) == 0
+    counted = json.loads(out.read_text())
+    assert counted["threshold"] == threshold
+    assert {k: v for k, v in counted.items() if k != "threshold"} == {k: v for k, v in json.loads((folder / "renamed.count.json").read_text()).items() if k != "threshold"}
+    return counted
 
 
 def test_pyramid_levels():
@@ -217,3 +224,17 @@ def test_page_in_a_browser(reviewed, chromium, tmp_path):
         assert urls and all(u.startswith(("file://", "data:")) for u in urls), [u for u in urls if not u.startswith("file:")]
     finally:
         browser.close()
+
+
+def test_detect_review_writes_pages_and_index(random_weights, tmp_path):
+    image = write_image(tmp_path / "region.tiff", (600, 500))
+    out = tmp_path / "run" / "region.json"
+    args = ["detect", str(image), "--weights", str(random_weights), "-o", str(out), "--device", "cpu", "--no-progress"]
+    assert main([*args, "--style", "2022", "--threshold", "0.01", "--review", "--area-mm2", "0.05"]) == 0
+    data = page_data(out.parent / "review" / "region.html")
+    n = len(json.loads(out.read_text())["points"])
+    assert n > 0 and len(data["points"]["x"]) == n
+    assert data["thresholds"][data["start"]] == 0.01  # the detector's operating point, from the sidecar
+    assert data["hotspot"]["area_mm2"] == 0.05
+    rows = json.loads(re.search(r'id="cohort-data">(.*?)</script>', (out.parent / "review" / "index.html").read_text(), re.S).group(1))
+    assert [r["name"] for r in rows] == ["region"] and rows[0]["figures"] == data["counts"][data["start"]]["figures"]

@@ -10,7 +10,8 @@ log = logging.getLogger(__name__)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from ..results.count import DEFAULT_AREA_MM2, SHAPES
+    from ..results.count import DEFAULT_AREA_MM2
+    from ..results.hotspot import SHAPES
     from ..results.review_tiles import FORMATS
 
     p = subparsers.add_parser(
@@ -46,6 +47,8 @@ def _run_review(args: argparse.Namespace) -> int:
     entries = []
     for entry in review_all(args.results, args.images, args.output, args.mpp, options):
         entries.append(entry)
+        for note in entry.notes:
+            log.warning("midog review: warning: %s", note)
         if entry.error:
             log.error("midog review: error: %s", entry.error)
         else:

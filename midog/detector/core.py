@@ -119,6 +119,7 @@ class Detector:
         self.config = config
         self.device = device
         self.meta = meta
+        self.source = source  # the weights file, or "model": results record which weights made them
         if self.device.type == "cuda":
             # Exact mode means true float32: no TF32 tensor-core shortcuts.
             torch.backends.cudnn.allow_tf32 = fast
@@ -276,6 +277,7 @@ class Detector:
             boxes, scores, classes = (list(part) for part in zip(*per_tile)) if per_tile else ([], [], [])
             spacing = slide.spacing_mm
             width, height = slide.width, slide.height
+            offset = slide.bounds_offset
         boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
         scores_a = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         classes_a = np.concatenate(classes) if classes else np.zeros(0, np.int64)
@@ -284,7 +286,8 @@ class Detector:
         inside = (cx < width) & (cy < height)
         boxes_a, scores_a, classes_a = boxes_a[inside], scores_a[inside], classes_a[inside]
         keep = distance_nms(boxes_a, scores_a, cfg.distance_nms_px, min_score)
-        info = {"tiles": len(origins), "tiles_skipped": skipped, "seconds": time.perf_counter() - started}
+        info = {"tiles": len(origins), "tiles_skipped": skipped, "seconds": time.perf_counter() - started,
+                "size_px": (width, height), "offset_px": offset}  # what the result's sidecar records
         return Detections(boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info, self.threshold)
 
     def _tile_results(

@@ -85,10 +85,16 @@ def detect_to_file(
     from ..results.writers import write_extras
     from ..results.output import multiple_points, write_json_atomic
 
+    from ..results.sidecar import ResultInfo, weights_sha256, write_info
+
     detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style), deadline=deadline)
     result = multiple_points(detections, detector.threshold, style)
+    # The sidecar first: a result is never on disk without the spacing it was made at.
+    size, offset = detections.info.get("size_px"), detections.info.get("offset_px")
+    write_info(target, ResultInfo(detections.spacing_mm, size, offset, Path(image).name,
+                                  weights_sha256(getattr(detector, "source", None)), detector.threshold, style))
     write_json_atomic(target, result)
-    extra = write_extras(result, target, image, mpp, extras, detections.spacing_mm) if extras else ""
+    extra = write_extras(result, target, image, mpp, extras, detections.spacing_mm, offset, detector.threshold) if extras else ""
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
     n_mitotic = int((detections.scores > detector.threshold).sum())
@@ -100,6 +106,8 @@ def detect_or_error(
 ) -> tuple[str | None, str | None]:
     """`detect_to_file` for one image of a batch: (summary, None), or (None, one-line error)
     for any failure, with no output of an earlier run left behind for that image."""
+    from ..results.sidecar import sidecar_path
+
     deadline = time.monotonic() + time_budget if time_budget else None
     try:
         return detect_to_file(detector, image, target, *args, deadline=deadline, **kwargs), None
@@ -110,6 +118,7 @@ def detect_or_error(
             traceback.print_exc()
         try:
             target.unlink(missing_ok=True)  # a stale result would read as this run's
+            sidecar_path(target).unlink(missing_ok=True)
         except OSError:
             pass
         line = image_error_line(image, exc)

@@ -115,13 +115,16 @@ def count(points: Points, tissue: TissueMap, spacing_mm: tuple[float, float], op
     return CountResult(summary, tissue, figures, spot)
 
 
-def count_image(points: Points, image: Path, mpp: float | None, options: CountOptions, overlay: Path | None = None) -> CountResult:
-    """Count on `image` (its tissue mask and spacing); draw the overlay when asked."""
+def count_image(points: Points, image: Path, mpp: float | None, options: CountOptions, overlay: Path | None = None,
+                spacing_mm: tuple[float, float] | None = None) -> CountResult:
+    """Count on `image` (its tissue mask and spacing, or `spacing_mm`: the spacing the result
+    was made at); draw the overlay when asked."""
     from ..slides.readers import open_slide
 
-    with open_slide(image, mpp) as slide:
+    # Opened at the given spacing when there is one: the image need not have its own.
+    with open_slide(image, mpp if spacing_mm is None else spacing_mm[0] * 1000) as slide:
         thumbnail, downsample = slide.thumbnail(THUMBNAIL_SIDE)
-        spacing, size = slide.spacing_mm, (slide.width, slide.height)
+        spacing, size = spacing_mm or slide.spacing_mm, (slide.width, slide.height)
     result = count(points, tissue_map(thumbnail, downsample, size, spacing), spacing, options)
     if result.hotspot.center_mm is None:
         log.warning("midog count: warning: %s: no tissue found, so no hotspot and no score", image)
@@ -172,8 +175,18 @@ def options_from_args(args: argparse.Namespace) -> CountOptions:
 def _run_count(args: argparse.Namespace) -> int:
     from .output import write_json_atomic
 
+    from .reader import at_threshold
+    from .sidecar import resolve_spacing
+
     options = options_from_args(args)
-    result = count_image(read_points(args.result), args.image, args.mpp, options, args.overlay)
+    points = read_points(args.result)
+    if args.threshold is not None:
+        points = at_threshold(points, args.threshold, args.result)
+    resolved = resolve_spacing(args.result, args.image, args.mpp)
+    for note in resolved.notes:
+        log.warning("midog count: warning: %s", note)
+    result = count_image(points, args.image, args.mpp, options, args.overlay, resolved.spacing_mm)
+    result.summary["threshold"] = args.threshold
     target = args.output or args.result.with_name(args.result.stem + ".count.json")
     write_json_atomic(target, result.summary)
     print(f"{args.result}: {describe(result)} -> {target}")
@@ -190,4 +203,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     add_count_options(p)
     p.add_argument("--output", "-o", type=Path, default=None, help="COUNT.json (default: <predictions stem>.count.json beside it)")
     p.add_argument("--overlay", type=Path, default=None, metavar="PICTURE.png", help="draw the thumbnail with tissue, figures and hotspot")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="count the candidates with a probability above T as mitotic figures, whatever the file names them (2022 results)")
     p.set_defaults(run=_run_count)

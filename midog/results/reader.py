@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .detections import MITOTIC
+from ..errors import MidogError
+from .detections import MITOTIC, NON_MITOTIC
 from ..evaluation.io import load_json, parse_points
 
 
@@ -44,3 +45,15 @@ def points_from_json(data: object, path: str | Path) -> Points:
     """`read_points` for content already loaded; `path` names it in errors."""
     xyz, probability, names = parse_points(data, path)
     return Points(xyz[:, :2], probability, names)
+
+
+def at_threshold(points: Points, threshold: float, source: str | Path) -> Points:
+    """The points renamed at `threshold`: those with a probability above it are mitotic
+    figures, the others not, as the detector names them. A result without probabilities
+    (2021 style) cannot be re-thresholded: `MidogError` naming `source`."""
+    if not 0 <= threshold <= 1:
+        raise MidogError(f"threshold must lie in [0, 1], not {threshold:g}")
+    if len(points) and np.isnan(points.probability).any():
+        raise MidogError(f"{source}: some points have no probability (2021 style), so no threshold can be applied")
+    labels = [MITOTIC if p > threshold else NON_MITOTIC for p in points.probability.tolist()]
+    return Points(points.xy_mm, points.probability, labels)

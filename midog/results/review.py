@@ -20,7 +20,7 @@ import html
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,14 +30,14 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..config.settings import REFERENCE
 from .count import THUMBNAIL_SIDE, CountOptions, count, tissue_map
-from .detections import MITOTIC, NON_MITOTIC
 from ..errors import MidogError, UsageError
 from .hotspot import TissueMap, region_size
-from .reader import Points
+from .reader import Points, at_threshold
 from . import review_tiles as tiles
 
 SLIDER_STEP = 0.01
 SLIDER_THRESHOLDS = tuple(round(i * SLIDER_STEP, 2) for i in range(100))  # 0.00 ... 0.99
+ENTRY = "entry.json"  # in <name>_files/: the slide's row of the index, for `index_folder`
 TILE_MARGIN_CELLS = 4  # tiles are written this many tissue-mask cells around tissue
 
 
@@ -63,18 +63,7 @@ class ReviewEntry:
     score: int | None = None
     threshold: float | None = None
     error: str | None = None
-
-
-def at_threshold(points: Points, threshold: float, source: str | Path) -> Points:
-    """The points renamed at `threshold`: those with a probability above it are mitotic
-    figures, the others not. A result without probabilities (2021 style) cannot be
-    re-thresholded: `MidogError` naming `source`."""
-    if not 0 <= threshold <= 1:
-        raise MidogError(f"threshold must lie in [0, 1], not {threshold:g}")
-    if len(points) and np.isnan(points.probability).any():
-        raise MidogError(f"{source}: some points have no probability (2021 style), so no threshold can be applied")
-    labels = [MITOTIC if p > threshold else NON_MITOTIC for p in points.probability.tolist()]
-    return Points(points.xy_mm, points.probability, labels)
+    notes: tuple[str, ...] = ()  # warnings for the command to show
 
 
 def _thresholded(points: Points) -> bool:
@@ -133,16 +122,19 @@ def start_index(thresholds: list[float | None], wanted: float | None) -> int:
     return int(np.argmin([abs(t - target) for t in thresholds]))  # type: ignore[operator]
 
 
-def review_slide(points: Points, image: Path, mpp: float | None, out_dir: Path, name: str, options: ReviewOptions = ReviewOptions(), source: str | Path = "") -> ReviewEntry:
-    """Write <out_dir>/<name>.html and <name>_files/ for one slide; returns its index entry."""
+def review_slide(points: Points, image: Path, spacing_mm: tuple[float, float], out_dir: Path, name: str, options: ReviewOptions = ReviewOptions(),
+                 source: str | Path = "") -> ReviewEntry:
+    """Write <out_dir>/<name>.html and <name>_files/ for one slide, its points in mm at
+    `spacing_mm` (the spacing the result was made at); returns its index entry."""
     from ..slides.readers import open_slide
     from ..slides.tissue import tissue_mask
 
     files = out_dir / f"{name}_files"
     partial = out_dir / f"{name}_files.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    with open_slide(image, mpp) as slide:
-        spacing, size = slide.spacing_mm, (slide.width, slide.height)
+    # Opened at the result's spacing: the image need not have its own.
+    with open_slide(image, spacing_mm[0] * 1000) as slide:
+        spacing, size = spacing_mm, (slide.width, slide.height)
         thumbnail, downsample = slide.thumbnail(THUMBNAIL_SIDE)
         tissue = tissue_map(thumbnail, downsample, size, spacing)
         thresholds, entries = counts_by_threshold(points, tissue, spacing, options.count, source or image, options.progress)
@@ -155,18 +147,19 @@ def review_slide(points: Points, image: Path, mpp: float | None, out_dir: Path, 
             order = _gallery_order(points)[: options.gallery]
             crops = tiles.write_crops(slide, partial / "crops", xy_px[order], tiles.crop_side_px(spacing), options.progress)
             (partial / "thumb.jpg").write_bytes(tiles.thumbnail_jpeg(thumbnail))
+            start = start_index(thresholds, options.threshold)
+            at = entries[start]
+            entry = ReviewEntry(name, f"{name}.html", f"{files.name}/thumb.jpg", at["figures"], at["per_mm2"], (at["hotspot"] or {}).get("count"), at["score"], thresholds[start])
+            (partial / ENTRY).write_text(json.dumps(vars(entry)))
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     # The pictures replace the old ones whole, and only then the page that refers to them.
     shutil.rmtree(files, ignore_errors=True)
     partial.rename(files)
-    start = start_index(thresholds, options.threshold)
     data = page_data(points, tissue, spacing, size, levels, wanted, thresholds, entries, start, options, name, image, crops, order)
-    page = out_dir / f"{name}.html"
-    write_text_atomic(page, render_page(data))
-    at = entries[start]
-    return ReviewEntry(name, page.name, f"{files.name}/thumb.jpg", at["figures"], at["per_mm2"], (at["hotspot"] or {}).get("count"), at["score"], thresholds[start])
+    write_text_atomic(out_dir / f"{name}.html", render_page(data))
+    return entry
 
 
 def _gallery_order(points: Points) -> np.ndarray:
@@ -248,17 +241,35 @@ def page_names(results: list[Path]) -> list[str]:
     return names
 
 
+def index_folder(out_dir: Path) -> Path:
+    """index.html of every page in `out_dir` (their <name>_files/entry.json): what
+    `midog detect --review` rewrites after each image, so it lists every slide done so far."""
+    entries = []
+    for path in sorted(out_dir.glob(f"*_files/{ENTRY}")):
+        try:
+            entries.append(ReviewEntry(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):  # a page being replaced right now: listed next time
+            continue
+    return write_index(entries, out_dir)
+
+
 def review_all(results: list[Path], images: list[Path], out_dir: Path, mpp: float | None = None, options: ReviewOptions = ReviewOptions()) -> Iterator[ReviewEntry]:
     """Review each result on its image, yielding its entry as it is done; a slide that fails
     yields an entry with its error line and the others go on. The caller writes the index."""
     from ..errors import image_error_line
     from .reader import read_points
+    from .sidecar import resolve_spacing
 
     if len(results) != len(images):
         raise UsageError(f"{len(results)} results but {len(images)} images: give one image per result, in the same order")
     out_dir.mkdir(parents=True, exist_ok=True)
     for result, image, name in zip(results, images, page_names(results)):
         try:
-            yield review_slide(read_points(result), image, mpp, out_dir, name, options, result)
+            resolved = resolve_spacing(result, image, mpp)
+            opts = options
+            if options.threshold is None and resolved.info is not None and resolved.info.threshold is not None:
+                opts = replace(options, threshold=resolved.info.threshold)  # the detector's own operating point
+            entry = review_slide(read_points(result), image, resolved.spacing_mm, out_dir, name, opts, result)
+            yield replace(entry, notes=tuple(resolved.notes))
         except Exception as exc:  # one bad slide never loses the others' pages
             yield ReviewEntry(name, error=image_error_line(image, exc))

@@ -98,6 +98,12 @@ class Slide:
         """The downsample of each stored resolution level, level 0 (1.0) first."""
         return (1.0,)
 
+    @property
+    def bounds_offset(self) -> tuple[int, int] | None:
+        """Level-0 (x, y) of the non-empty region a slide reader reports (OpenSlide's
+        bounds), or None. QuPath's OpenSlide reader crops to it, so its (0, 0) lies there."""
+        return None
+
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """(h, w, 3) uint8 pixels of `level`, from level-0 origin (x, y); w, h in that
         level's pixels. The review page's tile pyramid reads its coarse tiles this way
@@ -357,6 +363,21 @@ class OpenSlideSlide(Slide):
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         return np.asarray(self._slide.read_region((x, y), level, (w, h)))[:, :, :3]
+
+    @property
+    def bounds_offset(self) -> tuple[int, int] | None:
+        import openslide
+
+        props = self._slide.properties
+        names = (openslide.PROPERTY_NAME_BOUNDS_X, openslide.PROPERTY_NAME_BOUNDS_Y,
+                 openslide.PROPERTY_NAME_BOUNDS_WIDTH, openslide.PROPERTY_NAME_BOUNDS_HEIGHT)
+        # QuPath (OpenslideImageServer) applies the offset only when all four are present.
+        if not all(n in props for n in names):
+            return None
+        try:
+            return int(props[names[0]]), int(props[names[1]])
+        except ValueError:
+            raise ImageError(self.path, f"the slide's bounds ({props[names[0]]!r}, {props[names[1]]!r}) are not whole numbers") from None
 
     @property
     def is_whole_slide(self) -> bool:
