@@ -121,10 +121,10 @@ def test_2021_result_keeps_its_names(tmp_path):
     assert main(["review", str(result), "--image", str(image), "-o", str(tmp_path / "out"), "--quiet"]) == 0
     data = page_data(tmp_path / "out" / "old.html")
     assert data["thresholds"] == [None] and data["points"]["p"] is None and data["counts"][0]["figures"] == len(xy)
-    from midog.results.reader import read_points
+    from midog.results.reader import read_result
 
     with pytest.raises(Exception, match="no probability"):
-        at_threshold(read_points(result), 0.5, result)
+        at_threshold(read_result(result, (0.001, 0.001)), 0.5, result)
 
 
 def test_one_bad_image_keeps_the_others(reviewed, tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_detect_writes_the_sidecar(detected, random_weights):
 
     image, result = detected
     info = read_info(result)
-    assert info.spacing_mm == (0.0005, 0.0005) and info.size_px == (600, 500) and info.offset_px is None
+    assert info.spacing_mm == (0.0005, 0.0005) and info.size_px == (600, 500) and info.offset_px == (0, 0)
     assert info.weights_sha256 == hashlib.sha256(random_weights.read_bytes()).hexdigest()
     assert info.threshold == 0.01 and info.style == "2022" and info.image == "region.tiff"
     assert len(json.loads(result.read_text())["points"]) > 0  # something to compare below
@@ -121,10 +121,11 @@ def bounded_slide(tmp_path, monkeypatch) -> Path:
 
 
 def test_qupath_exports_follow_the_bounds(bounded_slide, tmp_path):
-    from midog.slides.readers import OpenSlideSlide, open_slide
+    from midog.slides.readers import open_slide
+    from midog.slides.wsi import OpenSlideSlide
 
     with open_slide(bounded_slide) as slide:
-        assert isinstance(slide, OpenSlideSlide) and slide.bounds_offset == BOUNDS
+        assert isinstance(slide, OpenSlideSlide) and slide.offset_px == BOUNDS
         spacing = slide.spacing_mm
     xy_px = np.array([[400.0, 300.0], [900.5, 750.25]])
     result = tmp_path / "bounded.json"

@@ -1,1 +1,8 @@
-"""The `midog` subcommands: each file parses its arguments, calls the library and prints."""
+"""The `midog` command line: one module per subcommand, each parsing its arguments, calling
+the library and printing what it did (`main` builds the parser; shared options in `args`)."""
+
+from __future__ import annotations
+
+from .main import main
+
+__all__ = ["main"]

@@ -10,9 +10,8 @@ log = logging.getLogger(__name__)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from ..results.count import DEFAULT_AREA_MM2
-    from ..results.hotspot import SHAPES
     from ..results.review_tiles import FORMATS
+    from .args import add_count_args
 
     p = subparsers.add_parser(
         "review", help="a review page per slide (zoomable slide, candidates, threshold slider, gallery, count) and a cohort index, offline HTML",
@@ -27,15 +26,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, help="where the threshold slider starts (default: the detector's operating point)")
     p.add_argument("--gallery", type=int, default=200, metavar="N", help="crops of the N best-scoring candidates (default 200)")
     p.add_argument("--tile-format", choices=list(FORMATS), default="jpeg", help="format of the slide's tiles (default jpeg)")
-    p.add_argument("--area-mm2", type=float, default=None, help=f"hotspot area in mm² (default {DEFAULT_AREA_MM2:g})")
-    p.add_argument("--shape", choices=SHAPES, default="circle", help="hotspot shape (square: axis-aligned)")
-    p.add_argument("--field-diameter-mm", type=float, default=None, help="instead of --area-mm2: a microscope's field diameter ...")
-    p.add_argument("--fields", type=int, default=10, help="... and the number of fields (default 10): area = fields x field area")
-    p.set_defaults(run=_run_review, heatmap=False)
+    add_count_args(p)  # the hotspot of `midog count` (--heatmap has no use here)
+    p.set_defaults(run=_run_review)
 
 
 def _run_review(args: argparse.Namespace) -> int:
-    from ..results.count import options_from_args
+    from .args import count_options
     from ..errors import UsageError
     from ..results.review import ReviewOptions, review_all, write_index
 
@@ -43,7 +39,7 @@ def _run_review(args: argparse.Namespace) -> int:
         raise UsageError("--gallery must be 0 or more")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise UsageError(f"--threshold must lie in [0, 1], not {args.threshold:g}")
-    options = ReviewOptions(options_from_args(args), args.tile_format, args.gallery, args.threshold, progress=not getattr(args, "quiet", False))
+    options = ReviewOptions(count_options(args), args.tile_format, args.gallery, args.threshold, progress=not getattr(args, "quiet", False))
     entries = []
     for entry in review_all(args.results, args.images, args.output, args.mpp, options):
         entries.append(entry)

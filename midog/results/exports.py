@@ -20,7 +20,6 @@ separator and refuses it inside a name, so a class name is written with " - " in
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -34,10 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MidogError
-from .detections import MITOTIC, NON_MITOTIC
-from .reader import Points, read_points
-from ..slides.spacing import add_points_parser
+from ..detector.detections import MITOTIC, NON_MITOTIC, Detections
 
 FORMATS = {"geojson": ".geojson", "qupath-points": ".points.tsv", "asap": ".xml", "csv": ".csv"}
 QUPATH_FORMATS = ("geojson", "qupath-points")  # the formats in QuPath's pixels
@@ -55,18 +51,34 @@ CIRCLE_VERTICES = 24
 
 
 @dataclass(frozen=True)
-class Placement:
-    """How mm become a viewer's pixels: the spacing, and the offset QuPath's pixels start at."""
-
-    spacing_mm: tuple[float, float]
-    qupath_offset_px: tuple[float, float] = (0.0, 0.0)
+class ExportOptions:
+    qupath_objects: str = "annotation"
+    qupath_bounds: str = "auto"  # auto: QuPath's pixels start at the slide's bounds offset
     identity: str = ""  # the image and result the ids derive from (`identity`)
 
-    def level0_px(self, points: Points) -> np.ndarray:
-        return points.xy_px(self.spacing_mm)
 
-    def qupath_px(self, points: Points) -> np.ndarray:
-        return points.xy_px(self.spacing_mm) - np.asarray(self.qupath_offset_px, float)
+def pixels(detections: Detections) -> np.ndarray:
+    """(N, 2) level-0 pixel coordinates of the points, from their millimetres."""
+    return detections.xy_mm / np.asarray(detections.spacing_mm, float)
+
+
+def class_names(detections: Detections) -> list[str]:
+    """Each point's class as the result file names it (a file may use other names than the
+    challenge's two), else as the operating point names it."""
+    return list(detections.names) if detections.names is not None else detections.labels()
+
+
+def qupath_offset(detections: Detections, options: ExportOptions) -> tuple[float, float]:
+    """Where QuPath's pixel (0, 0) lies in level-0 pixels: the slide's bounds offset with
+    --qupath-bounds auto (QuPath crops OpenSlide slides to their bounds), else (0, 0)."""
+    if options.qupath_bounds not in QUPATH_BOUNDS:
+        raise ValueError(f"qupath_bounds must be one of {QUPATH_BOUNDS}, not {options.qupath_bounds!r}")
+    x, y = detections.offset_px if options.qupath_bounds == "auto" else (0, 0)
+    return float(x), float(y)
+
+
+def qupath_pixels(detections: Detections, options: ExportOptions) -> np.ndarray:
+    return pixels(detections) - np.asarray(qupath_offset(detections, options))
 
 
 def identity(result: Path, image_name: str | None) -> str:
@@ -83,9 +95,9 @@ def qupath_class(label: str) -> str:
     return re.sub(r"\s*:\s*", " - ", label).strip() or "unnamed"
 
 
-def _point_id(place: Placement, i: int, xy_mm: np.ndarray, p: float, label: str) -> str:
+def _point_id(identity_: str, i: int, xy_mm: np.ndarray, p: float, label: str) -> str:
     # Python floats' repr, not numpy's printed text: the same value on every numpy version.
-    key = "\n".join([place.identity, str(i), repr(float(xy_mm[0])), repr(float(xy_mm[1])), repr(float(p)), label])
+    key = "\n".join([identity_, str(i), repr(float(xy_mm[0])), repr(float(xy_mm[1])), repr(float(p)), label])
     return str(uuid.uuid5(ID_NAMESPACE, key))
 
 
@@ -95,13 +107,15 @@ def _circle(x: float, y: float, rx: float, ry: float) -> list[list[float]]:
     return ring + [ring[0]]  # GeoJSON rings are closed
 
 
-def geojson(points: Points, place: Placement, objects: str = "annotation") -> dict:
+def geojson(detections: Detections, options: ExportOptions = ExportOptions()) -> dict:
     """A FeatureCollection as QuPath imports it: point annotations, or circular detections."""
+    objects = options.qupath_objects
     if objects not in QUPATH_OBJECTS:
         raise ValueError(f"objects must be one of {QUPATH_OBJECTS}, not {objects!r}")
-    rx, ry = (DETECTION_DIAMETER_MM / 2 / s for s in place.spacing_mm)
+    rx, ry = (DETECTION_DIAMETER_MM / 2 / s for s in detections.spacing_mm)
     features = []
-    for i, ((x, y), xy_mm, p, label) in enumerate(zip(place.qupath_px(points), points.xy_mm, points.probability, points.labels)):
+    rows = zip(qupath_pixels(detections, options), detections.xy_mm, detections.scores.tolist(), class_names(detections))
+    for i, ((x, y), xy_mm, p, label) in enumerate(rows):
         name = qupath_class(label)
         properties: dict = {"objectType": objects, "classification": {"name": name, "color": list(colour(label))}}
         if name != label:
@@ -112,27 +126,27 @@ def geojson(points: Points, place: Placement, objects: str = "annotation") -> di
             geometry = {"type": "Point", "coordinates": [float(x), float(y)]}
         else:
             geometry = {"type": "Polygon", "coordinates": [_circle(float(x), float(y), rx, ry)]}
-        features.append({"type": "Feature", "id": _point_id(place, i, xy_mm, p, label), "geometry": geometry, "properties": properties})
+        features.append({"type": "Feature", "id": _point_id(options.identity, i, xy_mm, p, label), "geometry": geometry, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
 
 
-def qupath_points(points: Points, place: Placement) -> str:
+def qupath_points(detections: Detections, options: ExportOptions = ExportOptions()) -> str:
     """The Counting tool's "Load points" file: a header, then x, y, class and colour per
     point, tab-separated. QuPath makes one points annotation per class and colour."""
     lines = ["x\ty\tclass\tcolor"]
-    for (x, y), label in zip(place.qupath_px(points), points.labels):
+    for (x, y), label in zip(qupath_pixels(detections, options), class_names(detections)):
         r, g, b = colour(label)
         packed = (255 << 24 | r << 16 | g << 8 | b) - (1 << 32)  # Java's signed ARGB int, as QuPath writes it
         lines.append(f"{float(x)!r}\t{float(y)!r}\t{qupath_class(label)}\t{packed}")
     return "\n".join(lines) + "\n"
 
 
-def asap_xml(points: Points, place: Placement) -> str:
+def asap_xml(detections: Detections) -> str:
     """ASAP_Annotations with one Dot per point, in a group per label. ASAP refuses a file
     whose annotation names a group that is not declared, so every label used is declared."""
     root = ET.Element("ASAP_Annotations")
     annotations = ET.SubElement(root, "Annotations")
-    for i, ((x, y), p, label) in enumerate(zip(place.level0_px(points), points.probability, points.labels)):
+    for i, ((x, y), p, label) in enumerate(zip(pixels(detections), detections.scores.tolist(), class_names(detections))):
         # ASAP has no measurements: the probability goes in the name, which its list shows,
         # at full precision (the shortest text that reads back as the same number).
         name = f"{label} {i + 1}" + ("" if math.isnan(p) else f" (p={float(p)!r})")
@@ -140,7 +154,7 @@ def asap_xml(points: Points, place: Placement) -> str:
         coords = ET.SubElement(dot, "Coordinates")
         ET.SubElement(coords, "Coordinate", Order="0", X=repr(float(x)), Y=repr(float(y)))
     groups = ET.SubElement(root, "AnnotationGroups")
-    for label in dict.fromkeys(points.labels):
+    for label in dict.fromkeys(class_names(detections)):
         group = ET.SubElement(groups, "Group", Name=label, PartOfGroup="None", Color=_hex(colour(label)))
         ET.SubElement(group, "Attributes")
     ET.indent(root)
@@ -151,91 +165,30 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def csv_table(points: Points, place: Placement) -> str:
+def csv_table(detections: Detections) -> str:
     """x_px,y_px,x_mm,y_mm,probability,label in level-0 pixels; the probability is empty
     where the result has none."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["x_px", "y_px", "x_mm", "y_mm", "probability", "label"])
-    for (xp, yp), (xm, ym), p, label in zip(place.level0_px(points), points.xy_mm, points.probability, points.labels):
+    for (xp, yp), (xm, ym), p, label in zip(pixels(detections), detections.xy_mm, detections.scores.tolist(), class_names(detections)):
         writer.writerow([repr(float(xp)), repr(float(yp)), repr(float(xm)), repr(float(ym)), "" if math.isnan(p) else repr(float(p)), label])
     return out.getvalue()
 
 
-def render(points: Points, place: Placement, fmt: str, objects: str = "annotation") -> str:
+def render(detections: Detections, fmt: str, options: ExportOptions = ExportOptions()) -> str:
     if fmt == "geojson":
-        return json.dumps(geojson(points, place, objects))
+        return json.dumps(geojson(detections, options))
     if fmt == "qupath-points":
-        return qupath_points(points, place)
+        return qupath_points(detections, options)
     if fmt == "asap":
-        return asap_xml(points, place)
+        return asap_xml(detections)
     if fmt == "csv":
-        return csv_table(points, place)
+        return csv_table(detections)
     raise ValueError(f"format must be one of {tuple(FORMATS)}, not {fmt!r}")
 
 
-def export(points: Points, place: Placement, fmt: str, target: str | Path, objects: str = "annotation") -> Path:
+def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path:
     from ..atomic import write_text_atomic
 
-    return write_text_atomic(target, render(points, place, fmt, objects))
-
-
-def placement(spacing_mm: tuple[float, float], offset_px: tuple[int, int] | None, bounds: str, ident: str) -> Placement:
-    """The Placement of a result: `bounds` "auto" moves QuPath's pixels by the slide's
-    bounds offset where the slide reader reports one (QuPath then crops), "off" never."""
-    if bounds not in QUPATH_BOUNDS:
-        raise ValueError(f"bounds must be one of {QUPATH_BOUNDS}, not {bounds!r}")
-    shift = (float(offset_px[0]), float(offset_px[1])) if bounds == "auto" and offset_px else (0.0, 0.0)
-    return Placement(spacing_mm, shift, ident)
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    import logging
-
-    from .sidecar import resolve_spacing
-
-    if args.image is None and args.mpp is None and not _has_sidecar(args.result):
-        raise MidogError("pass --image (its spacing converts mm to pixels) or --mpp")
-    points = read_points(args.result)
-    resolved = resolve_spacing(args.result, args.image, args.mpp)
-    for note in resolved.notes:
-        logging.getLogger(__name__).warning("midog export: warning: %s", note)
-    image_name = resolved.info.image if resolved.info and resolved.info.image else (args.image.name if args.image else None)
-    place = placement(resolved.spacing_mm, resolved.offset_px, args.qupath_bounds, identity(args.result, image_name))
-    target = args.output or args.result.with_suffix(FORMATS[args.format])
-    if target.resolve() == args.result.resolve():
-        raise MidogError(f"{target}: the export would overwrite the result it is made from; choose another -o")
-    export(points, place, args.format, target, args.qupath_objects)
-    shifted = f", shifted by QuPath's bounds offset {place.qupath_offset_px}" if args.format in QUPATH_FORMATS and any(place.qupath_offset_px) else ""
-    print(f"{args.result}: {len(points)} points -> {target}{shifted}")
-    return 0
-
-
-def _has_sidecar(result: Path) -> bool:
-    from .sidecar import sidecar_path
-
-    return sidecar_path(result).is_file()
-
-
-def add_qupath_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """--qupath-objects and --qupath-bounds, for `midog export` and `midog detect --export`."""
-    p.add_argument("--qupath-objects", choices=QUPATH_OBJECTS, default="annotation",
-                   help="GeoJSON: point annotations (default; drawn at every zoom, what the Counting tool uses) "
-                   "or detections as small circles")
-    p.add_argument("--qupath-bounds", choices=QUPATH_BOUNDS, default="auto",
-                   help="QuPath exports: subtract the slide's non-empty-region offset where QuPath crops to it (auto, default) or never (off)")
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = add_points_parser(
-        subparsers, "export",
-        help="convert a result JSON to GeoJSON or Counting-tool points (QuPath), ASAP XML or CSV, in pixels",
-        result=("RESULT.json", 'a "Multiple points" result of midog detect or process.py'),
-        image_help="the image the result belongs to: its size and offset are checked against the result's <stem>.midog.json, "
-        "or its spacing converts mm to pixels when there is none",
-    )
-    p.add_argument("--format", choices=list(FORMATS), required=True,
-                   help="geojson: QuPath objects; qupath-points: tab-separated points for QuPath's Counting tool; asap: ASAP XML; csv: a table")
-    p.add_argument("--output", "-o", type=Path, default=None, help="output file (default: the result's name with .geojson, .points.tsv, .xml or .csv)")
-    add_qupath_args(p)
-    p.set_defaults(run=_run_export)
+    return write_text_atomic(target, render(detections, fmt, options))

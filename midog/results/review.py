@@ -29,10 +29,11 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..config.settings import REFERENCE
-from .count import THUMBNAIL_SIDE, CountOptions, count, tissue_map
+from ..detector.detections import Detections, Thumbnail
+from .count import THUMBNAIL_SIDE, CountOptions, count_in_tissue, tissue_map
 from ..errors import MidogError, UsageError
 from .hotspot import TissueMap, region_size
-from .reader import Points, at_threshold
+from .reader import at_threshold
 from . import review_tiles as tiles
 
 SLIDER_STEP = 0.01
@@ -66,8 +67,8 @@ class ReviewEntry:
     notes: tuple[str, ...] = ()  # warnings for the command to show
 
 
-def _thresholded(points: Points) -> bool:
-    return len(points) > 0 and not np.isnan(points.probability).any()
+def _thresholded(found: Detections) -> bool:
+    return len(found) > 0 and not np.isnan(found.scores).any()
 
 
 def _summary_entry(summary: dict[str, Any], spacing: tuple[float, float]) -> dict[str, Any]:
@@ -83,24 +84,26 @@ def _summary_entry(summary: dict[str, Any], spacing: tuple[float, float]) -> dic
     }
 
 
-def counts_by_threshold(points: Points, tissue: TissueMap, spacing: tuple[float, float], options: CountOptions, source: str | Path,
+def counts_by_threshold(found: Detections, tissue: TissueMap, options: CountOptions, source: str | Path,
                         progress: bool = False) -> tuple[list[float | None], list[dict[str, Any]]]:
     """What the count table shows at each slider position: the count of `midog count` at
     each threshold, or once, as the file names the points, when it has no probabilities.
     The exact hotspot search at each position is most of a whole slide's review time."""
     from tqdm import tqdm
 
-    if not _thresholded(points):
-        return [None], [_summary_entry(count(points, tissue, spacing, options).summary, spacing)]
+    spacing = found.spacing_mm
+    if not _thresholded(found):
+        return [None], [_summary_entry(count_in_tissue(found, tissue, options).summary, spacing)]
     # The figures at a higher threshold are a subset of those at a lower one, so a set is
     # named by its size: each distinct set is counted (and its hotspot searched) once.
-    in_tissue = tissue.contains(points.xy_mm) if len(points) else np.zeros(0, bool)
+    in_tissue = tissue.contains(found.xy_mm) if len(found) else np.zeros(0, bool)
+    scores = found.scores.astype(np.float64)
     cache: dict[int, dict[str, Any]] = {}
     entries = []
     for t in tqdm(SLIDER_THRESHOLDS, desc=f"{Path(source).name} hotspots", unit="threshold", disable=not progress, leave=False):
-        n = int(((points.probability > t) & in_tissue).sum())
+        n = int(((scores > t) & in_tissue).sum())
         if n not in cache:
-            cache[n] = _summary_entry(count(at_threshold(points, t, source), tissue, spacing, options).summary, spacing)
+            cache[n] = _summary_entry(count_in_tissue(at_threshold(found, t, source), tissue, options).summary, spacing)
         entries.append(cache[n])
     return list(SLIDER_THRESHOLDS), entries
 
@@ -122,10 +125,14 @@ def start_index(thresholds: list[float | None], wanted: float | None) -> int:
     return int(np.argmin([abs(t - target) for t in thresholds]))  # type: ignore[operator]
 
 
-def review_slide(points: Points, image: Path, spacing_mm: tuple[float, float], out_dir: Path, name: str, options: ReviewOptions = ReviewOptions(),
+def review_slide(found: Detections, image: Path, out_dir: Path, name: str, options: ReviewOptions = ReviewOptions(),
                  source: str | Path = "") -> ReviewEntry:
-    """Write <out_dir>/<name>.html and <name>_files/ for one slide, its points in mm at
-    `spacing_mm` (the spacing the result was made at); returns its index entry."""
+    """Write <out_dir>/<name>.html and <name>_files/ for one slide's detections (their
+    spacing: the one the result was made at); returns its index entry. The slider starts at
+    `options.threshold`, else at the detections' operating point."""
+    spacing_mm = found.spacing_mm
+    if options.threshold is None:
+        options = replace(options, threshold=float(found.threshold))
     from ..slides.readers import open_slide
     from ..slides.tissue import tissue_mask
 
@@ -136,15 +143,15 @@ def review_slide(points: Points, image: Path, spacing_mm: tuple[float, float], o
     with open_slide(image, spacing_mm[0] * 1000) as slide:
         spacing, size = spacing_mm, (slide.width, slide.height)
         thumbnail, downsample = slide.thumbnail(THUMBNAIL_SIDE)
-        tissue = tissue_map(thumbnail, downsample, size, spacing)
-        thresholds, entries = counts_by_threshold(points, tissue, spacing, options.count, source or image, options.progress)
+        tissue = tissue_map(Thumbnail(thumbnail, downsample), size, spacing)
+        thresholds, entries = counts_by_threshold(found, tissue, options.count, source or image, options.progress)
         levels = tiles.pyramid_levels(*size)
         keep = tissue_mask(thumbnail, dilate_px=TILE_MARGIN_CELLS) if slide.is_whole_slide else None
         wanted = tiles.tiles_to_write(levels, keep, downsample)
         try:
             tiles.write_pyramid(slide, partial / "tiles", levels, wanted, options.tile_format, options.progress)
-            xy_px = points.xy_px(spacing)
-            order = _gallery_order(points)[: options.gallery]
+            xy_px = found.xy_mm / np.asarray(spacing, float)
+            order = _gallery_order(found)[: options.gallery]
             crops = tiles.write_crops(slide, partial / "crops", xy_px[order], tiles.crop_side_px(spacing), options.progress)
             (partial / "thumb.jpg").write_bytes(tiles.thumbnail_jpeg(thumbnail))
             start = start_index(thresholds, options.threshold)
@@ -157,24 +164,25 @@ def review_slide(points: Points, image: Path, spacing_mm: tuple[float, float], o
     # The pictures replace the old ones whole, and only then the page that refers to them.
     shutil.rmtree(files, ignore_errors=True)
     partial.rename(files)
-    data = page_data(points, tissue, spacing, size, levels, wanted, thresholds, entries, start, options, name, image, crops, order)
+    data = page_data(found, tissue, size, levels, wanted, thresholds, entries, start, options, name, image, crops, order)
     write_text_atomic(out_dir / f"{name}.html", render_page(data))
     return entry
 
 
-def _gallery_order(points: Points) -> np.ndarray:
+def _gallery_order(found: Detections) -> np.ndarray:
     """Best score first; file order where there are no probabilities."""
-    if not _thresholded(points):
-        return np.arange(len(points))
-    return np.argsort(-points.probability, kind="stable")
+    if not _thresholded(found):
+        return np.arange(len(found))
+    return np.argsort(-found.scores.astype(np.float64), kind="stable")
 
 
-def page_data(points: Points, tissue: TissueMap, spacing: tuple[float, float], size: tuple[int, int], levels: list[tiles.Level], wanted: list[np.ndarray],
+def page_data(found: Detections, tissue: TissueMap, size: tuple[int, int], levels: list[tiles.Level], wanted: list[np.ndarray],
               thresholds: list[float | None], entries: list[dict[str, Any]], start: int, options: ReviewOptions, name: str, image: Path,
               crops: list[str], order: np.ndarray) -> dict[str, Any]:
     """Everything the page's script reads, as JSON-ready values."""
-    xy = points.xy_px(spacing)
-    in_tissue = tissue.contains(points.xy_mm) if len(points) else np.zeros(0, bool)
+    spacing = found.spacing_mm
+    xy = found.xy_mm / np.asarray(spacing, float)
+    in_tissue = tissue.contains(found.xy_mm) if len(found) else np.zeros(0, bool)
     reach = region_size(options.count.shape, options.count.area_mm2)
     if options.count.shape == "square":
         reach /= 2
@@ -190,15 +198,15 @@ def page_data(points: Points, tissue: TissueMap, spacing: tuple[float, float], s
         ],
         "points": {
             "x": [round(float(v), 1) for v in xy[:, 0]], "y": [round(float(v), 1) for v in xy[:, 1]],
-            "p": None if not _thresholded(points) else points.probability.tolist(),
-            "mitotic": [int(v) for v in points.mitotic], "tissue": [int(v) for v in in_tissue],
+            "p": None if not _thresholded(found) else found.scores.astype(np.float64).tolist(),
+            "mitotic": [int(v) for v in found.mitotic()], "tissue": [int(v) for v in in_tissue],
         },
         "thresholds": thresholds, "counts": entries, "start": start,
         "hotspot": {"shape": options.count.shape, "area_mm2": options.count.area_mm2, "rx": reach / spacing[0], "ry": reach / spacing[1]},
         "tissue_area_mm2": tissue.area_mm2(),
         "tissue_path": tissue_path(tissue, spacing),
         "gallery": [{"i": int(i), "src": f"{name}_files/crops/{c}"} for i, c in zip(order.tolist(), crops)],
-        "gallery_total": len(points),
+        "gallery_total": len(found),
     }
 
 
@@ -257,19 +265,15 @@ def review_all(results: list[Path], images: list[Path], out_dir: Path, mpp: floa
     """Review each result on its image, yielding its entry as it is done; a slide that fails
     yields an entry with its error line and the others go on. The caller writes the index."""
     from ..errors import image_error_line
-    from .reader import read_points
-    from .sidecar import resolve_spacing
+    from .sidecar import read_recorded
 
     if len(results) != len(images):
         raise UsageError(f"{len(results)} results but {len(images)} images: give one image per result, in the same order")
     out_dir.mkdir(parents=True, exist_ok=True)
     for result, image, name in zip(results, images, page_names(results)):
         try:
-            resolved = resolve_spacing(result, image, mpp)
-            opts = options
-            if options.threshold is None and resolved.info is not None and resolved.info.threshold is not None:
-                opts = replace(options, threshold=resolved.info.threshold)  # the detector's own operating point
-            entry = review_slide(read_points(result), image, resolved.spacing_mm, out_dir, name, opts, result)
-            yield replace(entry, notes=tuple(resolved.notes))
+            found, notes = read_recorded(result, image, mpp)  # the sidecar's threshold, when there is one
+            entry = review_slide(found, image, out_dir, name, options, result)
+            yield replace(entry, notes=tuple(notes))
         except Exception as exc:  # one bad slide never loses the others' pages
             yield ReviewEntry(name, error=image_error_line(image, exc))

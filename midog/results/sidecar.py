@@ -6,7 +6,7 @@ schema allows no extra field at any level of that JSON (additionalProperties is 
 file, its points and its version), so the spacing goes in this small sidecar, with the image's
 size, its level-0 offset (OpenSlide's bounds), the weights' SHA-256 and the threshold.
 
-`resolve_spacing` is how `midog export` and `midog count` use it: the recorded spacing wins,
+`read_recorded` is how `midog export` and `midog count` use it: the recorded spacing wins,
 an --mpp that disagrees with it is refused, an image of another size is refused, and an image
 whose own spacing differs is noted (the caller warns): points are never rescaled silently.
 """
@@ -17,12 +17,15 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MidogError, UsageError
+
+if TYPE_CHECKING:
+    from ..detector.detections import Detections
 
 SUFFIX = ".midog.json"
 FORMAT = "midog result info"
@@ -39,16 +42,6 @@ class ResultInfo:
     weights_sha256: str | None = None
     threshold: float | None = None
     style: str | None = None
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The spacing and offset to convert a result with, and what the caller should warn of."""
-
-    spacing_mm: tuple[float, float]
-    offset_px: tuple[int, int] | None
-    info: ResultInfo | None
-    notes: list[str] = field(default_factory=list)
 
 
 def sidecar_path(result: str | Path) -> Path:
@@ -127,20 +120,21 @@ def _um(spacing: tuple[float, float]) -> str:
     return f"{x:.6g} µm/px" if math.isclose(x, y, rel_tol=SAME) else f"{x:.6g} x {y:.6g} µm/px"
 
 
-def resolve_spacing(result: str | Path, image: Path | None, mpp: float | None) -> Resolved:
-    """The spacing to convert `result` with: its sidecar's when it has one (checked against
-    --mpp and the image), else the image's own or --mpp, as before sidecars."""
+def read_recorded(result: str | Path, image: Path | None = None, mpp: float | None = None,
+                  thumbnail_side: int | None = None) -> tuple["Detections", list[str]]:
+    """A result file as `Detections` at the spacing it was made at (its sidecar's, checked
+    against --mpp and the image), with the image's size, offset and, with `thumbnail_side`,
+    its thumbnail; and the warnings for the caller to show. Without a sidecar (results of
+    other programs), as `reader.read_result_on`: the image's own spacing or --mpp."""
+    from dataclasses import replace
+
+    from ..detector.detections import Thumbnail
     from ..slides.readers import open_slide
-    from ..slides.spacing import _check_mpp
+    from .reader import read_result, read_result_on
 
     info = read_info(result)
     if info is None:
-        if image is None:
-            if mpp is None:
-                raise UsageError("pass --image (its spacing converts mm to pixels) or --mpp")
-            return Resolved(_check_mpp(Path("--mpp"), mpp, "--mpp"), None, None)
-        with open_slide(image, mpp) as slide:
-            return Resolved(slide.spacing_mm, slide.bounds_offset, None)
+        return read_result_on(result, image, mpp, thumbnail_side), []
     recorded = info.spacing_mm
     where = sidecar_path(result)
     if mpp is not None and not _same(recorded, (mpp / 1000, mpp / 1000)):
@@ -148,18 +142,23 @@ def resolve_spacing(result: str | Path, image: Path | None, mpp: float | None) -
             f"{result}: the points were made at {_um(recorded)} ({where}); --mpp {mpp:g} would rescale them. "
             "Leave --mpp out to use the recorded spacing"
         )
+    found = read_result(result, recorded)
+    found = replace(found, image_size=info.size_px, offset_px=info.offset_px or (0, 0))
+    if info.threshold is not None:
+        found = replace(found, threshold=info.threshold)
     notes: list[str] = []
-    offset = info.offset_px
     if image is not None:
         # Opened at the recorded spacing: an image without spacing of its own still opens.
         with open_slide(image, recorded[0] * 1000) as slide:
-            size, offset = (slide.width, slide.height), slide.bounds_offset
+            size, offset = (slide.width, slide.height), slide.offset_px
+            thumbnail = Thumbnail(*slide.thumbnail(thumbnail_side)) if thumbnail_side else None
         if info.size_px is not None and tuple(info.size_px) != size:
             raise UsageError(f"{result}: made on an image of {info.size_px[0]} x {info.size_px[1]} px ({where}), but {image} has {size[0]} x {size[1]} px")
         own = _own_spacing(image)
         if own is not None and not _same(own, recorded):
             notes.append(f"{image} says {_um(own)}, but the result was made at {_um(recorded)} ({where}); using {_um(recorded)}")
-    return Resolved(recorded, offset, info, notes)
+        found = replace(found, image=Path(image), image_size=size, offset_px=offset, thumbnail=thumbnail)
+    return found, notes
 
 
 def _own_spacing(image: Path) -> tuple[float, float] | None:

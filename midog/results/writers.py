@@ -1,84 +1,74 @@
-"""What `midog detect --export ... --count --review` writes beside each image's JSON: viewer
-exports (<stem>.geojson, <stem>.points.tsv, <stem>.xml, <stem>.csv), the count
-(<stem>.count.json) and its picture (<stem>.overlay.png), and the review page
-(review/<stem>.html with the folder's index). Everything derives from the JSON, its sidecar
-and the image, as `midog export`, `midog count` and `midog review` would derive it later."""
+"""Everything written for one image, from its `Detections`: the challenge JSON (<stem>.json)
+with its sidecar (<stem>.midog.json: the spacing it was made at, midog.results.sidecar) and,
+when asked, the viewer exports (<stem>.geojson, <stem>.points.tsv, <stem>.xml, <stem>.csv),
+the count (<stem>.count.json) and its picture (<stem>.overlay.png), and the review page
+(review/<stem>.html with the folder's index). `midog detect` and every batch runner write
+through `write_result`, so the same image gives the same bytes whichever ran it, and
+`midog export` / `midog count` on the JSON file later give the same bytes again."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .count import CountOptions, add_count_options, count_image, describe, options_from_args
-from .exports import FORMATS, add_qupath_args, export, identity, placement
-from .reader import points_from_json
+from ..atomic import write_json_atomic
+from ..detector.detections import Detections
+from .count import THUMBNAIL_SIDE, CountOptions, count, describe
+from .exports import FORMATS, ExportOptions, export, identity
+from .sidecar import ResultInfo, write_info
+
+__all__ = ["REVIEW_FOLDER", "Extras", "write_result"]
 
 REVIEW_FOLDER = "review"
 
 
 @dataclass(frozen=True)
 class Extras:
+    """What is written beside each result JSON."""
+
     exports: tuple[str, ...] = ()
     count: CountOptions | None = None
     overlay: bool = False
     qupath_objects: str = "annotation"
     qupath_bounds: str = "auto"
-    review: bool = False
-    review_count: CountOptions | None = None  # the hotspot options for the review page
+    review: CountOptions | None = None  # a review page, with these hotspot options
 
     def __bool__(self) -> bool:
-        return bool(self.exports) or self.count is not None or self.review
+        return bool(self.exports) or self.count is not None or self.review is not None
+
+    @property
+    def thumbnail_side(self) -> int | None:
+        """The thumbnail the detector should keep while the image is open: counts need one."""
+        return THUMBNAIL_SIDE if self.count is not None else None
 
 
-def write_extras(result: dict[str, Any], target: Path, image: Path, mpp: float | None, extras: Extras, spacing_mm: tuple[float, float],
-                 offset_px: tuple[int, int] | None = None, threshold: float | None = None) -> str:
-    """Write the extras for one image's `result` (already written to `target`, its points in
-    mm at `spacing_mm`, the spacing the detector used, on a slide whose non-empty region
-    starts at `offset_px`); returns a note for the summary line."""
-    from .output import write_json_atomic
-
+def write_result(detections: Detections, target: Path, style: str, extras: Extras | None = None, weights_sha256: str | None = None) -> str:
+    """Write the result JSON of `style` to `target`, its sidecar, and the `extras` beside
+    it; returns a note for the summary line (empty without extras)."""
+    # The sidecar first: a result is never on disk without the spacing it was made at.
+    image_name = detections.image.name if detections.image is not None else None
+    write_info(target, ResultInfo(detections.spacing_mm, detections.image_size, detections.offset_px, image_name,
+                                  weights_sha256, float(detections.threshold), style))
+    write_json_atomic(target, detections.to_json(style))
     if not extras:
         return ""
-    points = points_from_json(result, target)
-    place = placement(spacing_mm, offset_px, extras.qupath_bounds, identity(target, image.name))
-    notes = [str(export(points, place, fmt, target.with_suffix(FORMATS[fmt]), extras.qupath_objects)) for fmt in extras.exports]
+    written = detections.as_written(style)  # what the file says: the extras derive from that
+    options = ExportOptions(extras.qupath_objects, extras.qupath_bounds, identity(target, image_name))
+    notes = [str(export(written, fmt, target.with_suffix(FORMATS[fmt]), options)) for fmt in extras.exports]
     if extras.count is not None:
-        overlay = target.with_name(target.stem + ".overlay.png") if extras.overlay else None
-        counted = count_image(points, image, mpp, extras.count, overlay, spacing_mm)
+        counted = count(written, extras.count)
         write_json_atomic(target.with_name(target.stem + ".count.json"), counted.summary)
+        if extras.overlay:
+            from .overlay import draw_overlay
+
+            draw_overlay(counted, target.with_name(target.stem + ".overlay.png"), heatmap=extras.count.heatmap)
         notes.append(describe(counted))
-    if extras.review:
+    if extras.review is not None and detections.image is not None:
         from .review import ReviewOptions, index_folder, review_slide
 
         folder = target.parent / REVIEW_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
-        entry = review_slide(points, image, spacing_mm, folder, target.stem, ReviewOptions(extras.review_count or CountOptions(), threshold=threshold, progress=False), target)
-        notes.append(str(folder / entry.page))
+        entry = review_slide(written, detections.image, folder, target.stem, ReviewOptions(extras.review, progress=False), target)
         index_folder(folder)
+        notes.append(str(folder / entry.page))
     return "; ".join(notes)
-
-
-def add_extras_cli(p: argparse.ArgumentParser) -> None:
-    """--export, --count (with the hotspot options), --overlay and --review for `midog detect`."""
-    group = p.add_argument_group("exports, count and review (written beside each JSON output)")
-    group.add_argument("--export", action="append", choices=list(FORMATS), default=[],
-                       help="also write <stem>.geojson (QuPath), .points.tsv (QuPath's Counting tool), .xml (ASAP) or .csv; repeatable")
-    add_qupath_args(group)
-    group.add_argument("--count", action="store_true", help="also write <stem>.count.json: mitotic count, per mm², hotspot, score")
-    group.add_argument("--overlay", action="store_true", help="with --count: also draw <stem>.overlay.png")
-    group.add_argument("--review", action="store_true", help=f"also write a review page per image: {REVIEW_FOLDER}/<stem>.html and {REVIEW_FOLDER}/index.html")
-    add_count_options(group)  # type: ignore[arg-type]
-
-
-def extras_from_args(args: argparse.Namespace) -> Extras:
-    from ..errors import MidogError
-
-    if args.overlay and not args.count:
-        raise MidogError("--overlay draws the count's picture: add --count")
-    review = getattr(args, "review", False)
-    # The hotspot options shape the review page's hotspot too, with or without --count.
-    hotspot = options_from_args(args) if args.count or review else None
-    return Extras(tuple(dict.fromkeys(args.export)), hotspot if args.count else None, args.overlay,
-                  args.qupath_objects, args.qupath_bounds, review, hotspot if review else None)
