@@ -126,7 +126,7 @@ def geojson(detections: Detections, options: ExportOptions = ExportOptions()) ->
             geometry = {"type": "Point", "coordinates": [float(x), float(y)]}
         else:
             geometry = {"type": "Polygon", "coordinates": [_circle(float(x), float(y), rx, ry)]}
-        features.append({"type": "Feature", "id": _point_id(options.identity, i, xy_mm, p, label), "geometry": geometry, "properties": properties})
+        features.append({"type": "Feature", "id": _point_id(f"{options.identity}\n{objects}", i, xy_mm, p, label), "geometry": geometry, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
 
 
