@@ -267,6 +267,10 @@ def review_all(results: list[Path], images: list[Path], out_dir: Path, mpp: floa
     from ..errors import image_error_line
     from .sidecar import read_recorded
 
+    from .sidecar import is_sidecar
+
+    # `out/*.json` also matches what midog writes beside each result: those are not results.
+    results = [r for r in results if not (is_sidecar(r) or r.name.endswith(".count.json"))]
     if len(results) != len(images):
         raise UsageError(f"{len(results)} results but {len(images)} images: give one image per result, in the same order")
     out_dir.mkdir(parents=True, exist_ok=True)
