@@ -238,3 +238,8 @@ def test_detect_review_writes_pages_and_index(random_weights, tmp_path):
     assert data["hotspot"]["area_mm2"] == 0.05
     rows = json.loads(re.search(r'id="cohort-data">(.*?)</script>', (out.parent / "review" / "index.html").read_text(), re.S).group(1))
     assert [r["name"] for r in rows] == ["region"] and rows[0]["figures"] == data["counts"][data["start"]]["figures"]
+    # `midog review out/*.json`: the sidecar beside the result is no result of its own.
+    listed = sorted(str(p) for p in out.parent.glob("*.json"))
+    assert len(listed) == 2
+    assert main(["review", *listed, "--image", str(image), "-o", str(tmp_path / "again"), "--quiet", "--area-mm2", "0.05"]) == 0
+    assert page_data(tmp_path / "again" / "region.html")["counts"] == data["counts"]
