@@ -19,7 +19,9 @@ def test_offline_demo_runs_the_labelled_synthetic_fallback(tmp_path, capsys):
     metrics = json.loads((tmp_path / "synthetic-evaluation" / "metrics.json").read_text())
     # The shipped demo model finds most synthetic mitoses; a broken pipeline would not.
     assert metrics["aggregates"]["f1_score"] > 0.6
-    assert len(list((tmp_path / "synthetic-predictions").glob("*.json"))) == 4
+    predictions = tmp_path / "synthetic-predictions"
+    assert len(list(predictions.glob("*.midog.json"))) == 4  # each result records its spacing beside it
+    assert len(list(predictions.glob("*.json"))) == 8
 
 
 def test_require_published_exits_2_without_the_fallback(tmp_path, capsys):
