@@ -14,6 +14,7 @@ destination's extension back at the end for matplotlib, which picks the format f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .errors import WriteError
 
 # mkstemp creates files readable by the owner only; outputs are meant to be shared
 # (Grand Challenge reads them as another user), as a plain open() would make them.
@@ -30,21 +33,51 @@ FILE_MODE = 0o644
 @contextmanager
 def atomic_path(path: str | os.PathLike, keep_extension: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write; when the block ends without an
-    error it replaces `path` atomically, else it is removed. Creates the parent folder."""
+    error it replaces `path` atomically, else it is removed. Creates the parent folder.
+
+    `path` itself is never followed: a symbolic link planted there is replaced by the new
+    file, its target untouched. Any OSError (disk full, read-only, I/O error) comes out as a
+    WriteError naming `path` and the cause. While the block runs, the temporary file is
+    locked (flock), so `remove_stale_temp` of another run never removes it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".tmp" + (path.suffix if keep_extension else "")
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = ".tmp" + (path.suffix if keep_extension else "")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
     tmp = Path(name)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
         _fsync(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(path, exc) from None
         raise
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp(targets: list[Path]) -> None:
+    """Temporary files that a killed run left beside these outputs (`.<name>.*.tmp`): only
+    ours, by name, and only those no live writer holds (a concurrent run's stay)."""
+    for target in targets:
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            try:
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # gone already, or a link: not ours
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its writer is alive
+            finally:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

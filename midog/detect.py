@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import remove_stale_temp as remove_stale_temp
 from .detector import Detector as Detector
-from .errors import TimeBudgetError, UsageError, image_error_line
+from .errors import TimeBudgetError, UsageError, WriteError, image_error_line
 from .fetch import published_weights
 
 if TYPE_CHECKING:
@@ -57,14 +58,6 @@ def check_writable(targets: list[Path]) -> None:
     for target in targets:
         if target.is_dir():
             raise UsageError(f"cannot write {target}: it is a folder")
-
-
-def remove_stale_temp(targets: list[Path]) -> None:
-    """Temporary files that a killed run left beside these outputs (write_json_atomic's
-    `.<name>.*.tmp`): only ours, by name, never anything else in the folder."""
-    for target in targets:
-        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 def detect_to_file(
@@ -112,6 +105,8 @@ def detect_or_error(
             target.unlink(missing_ok=True)  # a stale result would read as this run's
         except OSError:
             pass
+        if isinstance(exc, WriteError) and exc.disk_full:  # every later image would fail the same way, after its whole run
+            raise
         line = image_error_line(image, exc)
         if isinstance(exc, TimeBudgetError) and time_budget:
             line += f" of {time_budget:g} s"

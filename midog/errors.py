@@ -33,3 +33,24 @@ def image_error_line(image: object, exc: BaseException) -> str:
         return f"{image}: {exc.strerror}" + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(image) else "")
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{image}: {type(exc).__name__}" + (f": {message}" if message else "")
+
+
+class WriteError(MidogError):
+    """An output could not be written (disk full, read-only, I/O error): the atomic writer
+    left nothing half-written and the outputs written before are untouched."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        import errno
+
+        self.path = str(path)
+        self.errno = exc.errno
+        code = errno.errorcode.get(exc.errno or 0)
+        cause = (exc.strerror or str(exc)) + (f" ({code})" if code else "")
+        super().__init__(f"{self.path}: cannot write it: {cause}; earlier outputs are kept")
+
+    @property
+    def disk_full(self) -> bool:
+        """No later output can be written either: the run should stop."""
+        import errno
+
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
