@@ -1,7 +1,7 @@
 """Grand Challenge entry point: `python -m process` (the container) or
 `python process.py --input DIR --output DIR [--weights FILE] [--model-dir DIR] [--threshold T]` (local use).
 
-An evalutils `DetectionAlgorithm` around the detection core (`midog.detect.Detector`); it
+An evalutils `DetectionAlgorithm` around the detection core (`midog.pipeline.image.Detector`); it
 finds the images, calls the core on each and writes the results. It never re-implements
 the detection. See container/README.md for the interfaces, options and output files.
 
@@ -25,17 +25,17 @@ from evalutils import DetectionAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
-from midog.detect import Detector, remove_stale_temp
-from midog.detections import MITOTIC
-from midog.device import describe_runtime, pick_device
+from midog.pipeline.image import Detector, remove_stale_temp
+from midog.results.detections import MITOTIC
+from midog.detector.device import describe_runtime, pick_device
 from midog.errors import MidogError, image_error_line
-from midog.fetch import git_blob_sha1, published_weights
-from midog.options import check_positive, check_probability, checked
-from midog.options import positive as positive_arg
-from midog.options import probability as probability_arg
-from midog.output import STYLES as CORE_STYLES
-from midog.output import write_json_atomic
-from midog.slide import DEFAULT_LIMITS, OPENSLIDE_SUFFIXES, Limits
+from midog.detector.weights import git_blob_sha1, published_weights
+from midog.config.checks import check_positive, check_probability, checked
+from midog.config.checks import positive as positive_arg
+from midog.config.checks import probability as probability_arg
+from midog.results.output import STYLES as CORE_STYLES
+from midog.results.output import write_json_atomic
+from midog.slides.readers import DEFAULT_LIMITS, OPENSLIDE_SUFFIXES, Limits
 
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from midog.cli import setup_logging
+    from midog.commands.main import setup_logging
 
     setup_logging(verbose=bool(os.environ.get("MIDOG_VERBOSE")), debug=bool(os.environ.get("MIDOG_DEBUG")))
     if args.style not in ("auto", *STYLES):

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from sklearn.neighbors import KDTree
 
-from midog.anchors import make_anchors
-from midog.config import REFERENCE
-from midog.detections import Detections
-from midog.network import load_model
-from midog.postprocess import tile_boxes
+from midog.network.anchors import make_anchors
+from midog.config.settings import REFERENCE
+from midog.results.detections import Detections
+from midog.network.retinanet import load_model
+from midog.network.postprocess import tile_boxes
 
 
 def reference_origins(width: int, height: int, size: int = 512, stride: int = 460) -> list[tuple[int, int]]:
@@ -33,7 +33,7 @@ def read_whole(path: str) -> tuple[np.ndarray, tuple[float, float]]:
     try:
         import SimpleITK as sitk
     except ImportError:
-        from midog.slide import tiff_spacing_mm
+        from midog.slides.readers import tiff_spacing_mm
         import tifffile
 
         return tifffile.imread(path)[:, :, :3], tiff_spacing_mm(path)

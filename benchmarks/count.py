@@ -17,7 +17,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from midog.hotspot import TissueMap, find_hotspot
+from midog.results.hotspot import TissueMap, find_hotspot
 
 
 def layouts(n: int, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, TissueMap]]:

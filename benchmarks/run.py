@@ -48,7 +48,7 @@ if mode == "baseline":
     from baseline import BaselineDetector
     detector = BaselineDetector(weights, device)
 else:
-    from midog.detect import Detector
+    from midog.pipeline.image import Detector
     detector = Detector(weights, device, fast=mode.startswith("fast"), compile=mode.endswith("+compile"))
 startup = time.perf_counter() - t0
 import torch

@@ -87,7 +87,7 @@ def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seeded untrained weights: for checks of input handling that need no real detections."""
     import torch
 
-    from midog.network import RetinaNetDA
+    from midog.network.retinanet import RetinaNetDA
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random.pth"

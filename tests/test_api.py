@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from midog.detections import Detections
-from midog.output import multiple_points
+from midog.results.detections import Detections
+from midog.results.output import multiple_points
 
 
 def readme_example() -> str:
@@ -50,8 +50,8 @@ def test_import_midog_is_light_and_exports_load_on_use():
         "import sys, midog\n"
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules\n"
         "from midog import Detector, Detections, open_slide, DetectorConfig, REFERENCE\n"
-        "import midog.detect, midog.slide\n"
-        "assert Detector is midog.detect.Detector and open_slide is midog.slide.open_slide\n"
+        "import midog.pipeline.image, midog.slides.readers\n"
+        "assert Detector is midog.pipeline.image.Detector and open_slide is midog.slides.readers.open_slide\n"
         "assert REFERENCE.threshold == 0.64 and 'Detector' in dir(midog)\n"
         "try:\n"
         "    midog.nothing\n"

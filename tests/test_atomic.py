@@ -46,6 +46,6 @@ def test_keep_extension_lets_matplotlib_pick_the_format(tmp_path):
 
 
 def test_output_module_still_exports_it():
-    from midog import output
+    from midog.results import output
 
     assert output.write_json_atomic is write_json_atomic

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from midog.cli import main
-from midog.detect import output_paths
+from midog.commands.main import main
+from midog.pipeline.image import output_paths
 from midog.errors import MidogError
 
 

@@ -12,9 +12,9 @@ import pytest
 import tifffile
 from test_hotspot import brute_force
 
-from midog.cli import main
-from midog.count import mitotic_score, score_cutoffs
-from midog.hotspot import TissueMap, count_in_region
+from midog.commands.main import main
+from midog.results.count import mitotic_score, score_cutoffs
+from midog.results.hotspot import TissueMap, count_in_region
 
 SPACING = (0.001, 0.00099)  # mm per px, x and y differ (within the 2 % that is accepted): spacing is used per axis
 SIZE = (2000, 1212)  # px -> 2.0 x 1.2 mm
@@ -138,10 +138,10 @@ def test_missing_image_is_a_clear_error(tmp_path, capsys):
 
 def test_whole_slide_image(tmp_path):
     """A pyramidal slide: the mask comes from a pyramid level; figures on glass do not count."""
-    from midog.count import CountOptions, count_image
-    from midog.overlay import output_size
-    from midog.points import Points
-    from midog.slide import open_slide
+    from midog.results.count import CountOptions, count_image
+    from midog.results.overlay import output_size
+    from midog.results.reader import Points
+    from midog.slides.readers import open_slide
     from midog.synth import make_slide
 
     path = tmp_path / "slide.tiff"

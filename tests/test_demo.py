@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from midog.cli import main
-from midog.demo import DEMO_WEIGHTS
+from midog.commands.main import main
+from midog.commands.demo import DEMO_WEIGHTS
 
 
 def test_offline_demo_runs_the_labelled_synthetic_fallback(tmp_path, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from midog import device
+from midog.detector import device
 from midog.errors import MidogError
 
 PROC_OLD = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\nGCC version:  gcc version 12.2.0\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from midog import cli
+from midog.commands import main as cli
 from midog.errors import MidogError
 from midog.evaluation import ap, features, io, metrics, report
 
@@ -37,7 +37,7 @@ def write_points(path: Path, points: list[tuple[float, float, float | None, str 
 
 def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     # Only our subcommands: the test must not depend on other stages importing cleanly.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.evaluation.cli"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.commands.evaluate"])
     return cli.main(argv)
 
 
@@ -254,7 +254,7 @@ def _example(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_evaluate_command_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    assert "midog.evaluation.cli" in cli.COMMAND_MODULES
+    assert "midog.commands.evaluate" in cli.COMMAND_MODULES
     pred, gt, domains = _example(tmp_path)
     out = tmp_path / "out"
     argv = ["evaluate", "--predictions", str(pred), "--ground-truth", str(gt), "--domains", str(domains), "--output", str(out), "--bootstrap", "40"]
@@ -380,8 +380,8 @@ def test_small_image_patches_are_padded_as_detector_tiles(tmp_path: Path) -> Non
     import tifffile
     import torch
 
-    from midog.slide import open_slide
-    from midog.tiles import Normalizer, read_tile
+    from midog.slides.readers import open_slide
+    from midog.detector.tiles import Normalizer, read_tile
 
     pixels = np.random.default_rng(1).integers(0, 256, (100, 700, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "small.tiff", pixels, photometric="rgb", resolution=(40000, 40000), resolutionunit="CENTIMETER")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_count import SPACING, write_image
 
-from midog.cli import main
+from midog.commands.main import main
 
 POINTS = [
     {"point": [0.5, 0.24, 0], "probability": 0.91, "name": "mitotic figure"},

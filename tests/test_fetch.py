@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from midog import cli
+from midog.commands import main as cli
 from midog.errors import MidogError
-from midog.fetch import PROJECT_ROOT, Artefact, fetch, fetch_all, git_blob_sha1, load_manifest
+from midog.detector.weights import PROJECT_ROOT, Artefact, fetch, fetch_all, git_blob_sha1, load_manifest
 
 GOOD = b"published bytes\n" * 1000
 CORRUPT = bytes(b ^ 0x01 for b in GOOD[:1]) + GOOD[1:]  # same size, one byte differs
@@ -192,7 +192,7 @@ def test_local_copy_is_used_only_when_it_verifies(root, server):
 
 def test_cli_list_and_fetch(root, server, monkeypatch, capsys):
     # Only this module's subcommand: the test must not depend on the other stages importing.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.fetch"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.detector.weights"])
     assert cli.main(["fetch", "--list", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^good\s+missing\s+weights/good.bin", out, re.M)
@@ -226,7 +226,7 @@ def test_real_manifest_local_copies_match_when_present():
 
 
 def test_midog_home_default_and_overrides(tmp_path, monkeypatch):
-    from midog.fetch import midog_home
+    from midog.detector.weights import midog_home
 
     monkeypatch.delenv("MIDOG_HOME", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
@@ -242,7 +242,7 @@ def test_cli_fetch_writes_to_midog_home_by_default(root, server, monkeypatch, ca
     """No --root: downloads go to $MIDOG_HOME, not the checkout (an installed package has none)."""
     home = root / "home"
     monkeypatch.setenv("MIDOG_HOME", str(home))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.fetch"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.detector.weights"])
     assert cli.main(["fetch", "good", "--no-progress", "--manifest", str(root / "weights" / "manifest.json")]) == 0
     assert (home / "weights" / "good.bin").read_bytes() == GOOD
     assert not (root / "weights" / "good.bin").exists()
@@ -251,7 +251,7 @@ def test_cli_fetch_writes_to_midog_home_by_default(root, server, monkeypatch, ca
 def test_artefacts_are_read_from_home_then_the_checkout(tmp_path, server, monkeypatch):
     """Readers look in $MIDOG_HOME first, then in the checkout; a verified copy in the
     checkout is copied into $MIDOG_HOME instead of downloaded again."""
-    import midog.fetch as fetch_mod
+    import midog.detector.weights as fetch_mod
 
     base, hits = server
     hits.clear()

@@ -17,9 +17,9 @@ import tifffile
 
 from conftest import ROOT
 from crafted import DOUBLE, RATIONAL, write_tiff
-from midog.cli import main
+from midog.commands.main import main
 from midog.errors import ImageError, TimeBudgetError
-from midog.slide import Limits, check_spacing, open_slide
+from midog.slides.readers import Limits, check_spacing, open_slide
 
 sys.path.insert(0, str(ROOT))
 import process  # noqa: E402
@@ -92,12 +92,12 @@ def test_mixed_run_every_good_image_has_its_result(tmp_path, good, random_weight
 
 
 def test_unexpected_exception_is_one_line_and_debug_shows_the_traceback(good, random_weights, tmp_path, capsys, monkeypatch):
-    import midog.detect
+    import midog.pipeline.image
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated decoder crash\nsecond line")
 
-    monkeypatch.setattr(midog.detect.Detector, "detect", boom)
+    monkeypatch.setattr(midog.pipeline.image.Detector, "detect", boom)
     out = tmp_path / "o.json"
     code, err = detect([str(good), "--weights", str(random_weights), "-o", str(out)], capsys)
     assert code == 1 and "Traceback" not in err
@@ -301,7 +301,7 @@ def test_truncated_file_is_refused_even_with_mpp(tmp_path, random_weights, capsy
 
 
 def test_time_budget_stops_one_image_and_the_next_still_runs(tmp_path, good, random_weights):
-    from midog.detect import Detector, detect_or_error
+    from midog.pipeline.image import Detector, detect_or_error
 
     detector = Detector(random_weights, "cpu")
     with pytest.raises(TimeBudgetError, match="over its time budget"):
@@ -316,9 +316,9 @@ def test_time_budget_stops_one_image_and_the_next_still_runs(tmp_path, good, ran
 
 
 def test_unwritable_output_is_refused_before_any_work(tmp_path, good, random_weights, capsys, monkeypatch):
-    import midog.detect
+    import midog.pipeline.image
 
-    monkeypatch.setattr(midog.detect, "Detector", None)  # any detection would crash: it must not start
+    monkeypatch.setattr(midog.pipeline.image, "Detector", None)  # any detection would crash: it must not start
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, err = detect([str(good), "--weights", str(random_weights), "-o", str(blocker / "sub" / "out.json")], capsys)
@@ -444,7 +444,7 @@ def test_other_readers_get_the_same_spacing_and_range_rules(tmp_path, monkeypatc
             pass
 
     monkeypatch.setattr(openslide, "OpenSlide", FakeSlide)
-    from midog.slide import OpenSlideSlide
+    from midog.slides.readers import OpenSlideSlide
 
     with pytest.raises(ImageError, match="more than 2% apart"):
         OpenSlideSlide(tmp_path / "fake.svs", None)
@@ -456,12 +456,12 @@ def test_other_readers_get_the_same_spacing_and_range_rules(tmp_path, monkeypatc
 def test_read_only_output_folder_is_refused_before_any_work(tmp_path, good, random_weights, capsys, monkeypatch):
     import tempfile
 
-    import midog.detect
+    import midog.pipeline.image
 
     def denied(*args, **kwargs):  # what a read-only folder answers (tests may run as root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(midog.detect, "Detector", None)
+    monkeypatch.setattr(midog.pipeline.image, "Detector", None)
     monkeypatch.setattr(tempfile, "TemporaryFile", denied)
     code, err = detect([str(good), "--weights", str(random_weights), "-o", str(tmp_path / "ro" / "out.json")], capsys)
     assert code == 2 and f"cannot write outputs to {tmp_path / 'ro'}: Permission denied" in err and "Traceback" not in err

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from midog.hotspot import TissueMap, count_in_region, find_hotspot, region_size
+from midog.results.hotspot import TissueMap, count_in_region, find_hotspot, region_size
 
 
 def cell_edges(tissue: TissueMap) -> tuple[np.ndarray, np.ndarray]:

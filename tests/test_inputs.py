@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from midog.cli import main
+from midog.commands.main import main
 from midog.errors import ImageError
-from midog.slide import open_slide
+from midog.slides.readers import open_slide
 
 CM = {"resolution": (40000, 40000), "resolutionunit": "CENTIMETER"}  # 0.25 um/px
 
@@ -106,7 +106,7 @@ def firing_weights(tmp_path_factory) -> Path:
     weights fire nowhere, so a check of what is reported in the padding would see nothing."""
     import torch
 
-    from midog.network import RetinaNetDA
+    from midog.network.retinanet import RetinaNetDA
 
     torch.manual_seed(0)
     state = RetinaNetDA().state_dict()

@@ -12,8 +12,8 @@ import pytest
 from conftest import DEVICE, VECTOR_NAMES, VECTOR_SPACING_MM
 from test_parity import explain_differences, expected_scores
 
-from midog.detect import Detector
-from midog.output import multiple_points
+from midog.pipeline.image import Detector
+from midog.results.output import multiple_points
 
 SPACING = VECTOR_SPACING_MM
 

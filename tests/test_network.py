@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import SHARED, need_shared
 
-from midog.anchors import make_anchors
-from midog.box_coding import decode, encode
+from midog.network.anchors import make_anchors
+from midog.network.box_coding import decode, encode
 from midog.errors import MidogError
-from midog.network import RetinaNetDA, load_model
+from midog.network.retinanet import RetinaNetDA, load_model
 
 
 def reference_keys() -> list[tuple[str, list[int]]]:
@@ -98,7 +98,7 @@ def test_load_rejects_non_weights_file(tmp_path):
 
 
 def test_fold_batchnorm_keeps_the_function():
-    from midog.network import fold_batchnorm
+    from midog.network.retinanet import fold_batchnorm
 
     torch.manual_seed(0)
     model = RetinaNetDA().eval()
@@ -132,8 +132,8 @@ def test_fold_batchnorm_keeps_the_function():
 
 
 def test_classifier_prior_is_the_references_bias():
-    from midog.config import REFERENCE
-    from midog.network import prior_bias
+    from midog.config.settings import REFERENCE
+    from midog.network.retinanet import prior_bias
 
     assert prior_bias(REFERENCE.prior_probability) == -4.0  # exactly, in float64
     model = RetinaNetDA()
@@ -147,7 +147,7 @@ def test_classifier_prior_is_the_references_bias():
 def test_encoder_is_a_constructor_argument():
     import torchvision
 
-    from midog.network import ResNetEncoder
+    from midog.network.retinanet import ResNetEncoder
 
     # A wider torchvision ResNet: the FPN and discriminators take its channel counts.
     wide = ResNetEncoder(torchvision.models.resnet50(weights=None))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import SHARED, need_shared
 
-from midog.detections import Detections
-from midog.output import multiple_points, write_json_atomic
+from midog.results.detections import Detections
+from midog.results.output import multiple_points, write_json_atomic
 
 
 @pytest.fixture()

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from test_count import SIZE, SPACING, crafted_points, result_json, write_image
 
-from midog.cli import main
-from midog.overlay import HOTSPOT_COLOUR, output_size
+from midog.commands.main import main
+from midog.results.overlay import HOTSPOT_COLOUR, output_size
 
 
 @pytest.mark.parametrize("shape", ["circle", "square"])

@@ -110,7 +110,7 @@ def test_pip_show_lists_torch(installed: tuple[Path, dict[str, str]]) -> None:
 
 def test_installed_package_is_self_contained(installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     venv, env = installed
-    code = "import json, midog, midog.demo, midog.fetch; print(json.dumps([midog.__file__, str(midog.demo.DEMO_WEIGHTS), str(midog.fetch.midog_home())]))"
+    code = "import json, midog, midog.commands.demo, midog.detector.weights; print(json.dumps([midog.__file__, str(midog.commands.demo.DEMO_WEIGHTS), str(midog.detector.weights.midog_home())]))"
     package, demo_weights, home = json.loads(run([str(venv / "bin" / "python"), "-c", code], tmp_path, env).stdout)
     assert package.startswith(str(venv)), "the installed copy must be imported, not the checkout"
     assert demo_weights.startswith(str(venv)) and Path(demo_weights).stat().st_size > 1_000_000

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-from midog.anchors import make_anchors
-from midog.postprocess import distance_nms, tile_boxes
+from midog.network.anchors import make_anchors
+from midog.network.postprocess import distance_nms, tile_boxes
 
 # The benchmark's baseline keeps the reference's formulation of the distance NMS.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -53,8 +53,8 @@ def test_tile_boxes_keeps_nms_survivors_best_first_in_pixels():
 
 
 def test_normalizer_reproduces_the_reference_float64_route_for_every_value():
-    from midog.config import REFERENCE
-    from midog.tiles import Normalizer
+    from midog.config.settings import REFERENCE
+    from midog.detector.tiles import Normalizer
 
     values = np.arange(256, dtype=np.uint8)
     tiles = torch.from_numpy(np.stack([values, values[::-1], np.roll(values, 7)], -1).reshape(1, 16, 16, 3))

@@ -296,7 +296,7 @@ def test_find_weights_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_model_manifest_gives_the_operating_point_when_its_hash_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from midog.fetch import git_blob_sha1
+    from midog.detector.weights import git_blob_sha1
 
     weights = tmp_path / "RetinaNetDA.pth"
     weights.write_bytes(b"weights")
@@ -322,7 +322,7 @@ def test_model_manifest_gives_the_operating_point_when_its_hash_matches(tmp_path
 def test_model_manifest_operating_point_is_applied(tmp_path: Path, vectors_dir: Path, vector_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A model folder as the tarball delivers it (checkpoint + manifest.json): the manifest's
     operating point decides which candidates are mitotic figures."""
-    from midog.fetch import git_blob_sha1
+    from midog.detector.weights import git_blob_sha1
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from midog.errors import ImageError
-from midog.slide import OpenSlideSlide, TiffSlide, open_slide
+from midog.slides.readers import OpenSlideSlide, TiffSlide, open_slide
 
 WIDTH, HEIGHT = 1024, 768
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import VECTOR_NAMES
 
-import midog.slide
-from midog.detect import Detector
-from midog.output import multiple_points
-from midog.slide import OpenSlideSlide, TiffSlide, open_slide
+import midog.slides.readers
+from midog.pipeline.image import Detector
+from midog.results.output import multiple_points
+from midog.slides.readers import OpenSlideSlide, TiffSlide, open_slide
 from midog.synth import make_slide
 
 
@@ -36,9 +36,9 @@ def test_tiff_regions_equal_simpleitk_pixels(name, vectors_dir):
 def test_streamed_detections_equal_whole_image_detections(vectors_dir, vector_weights, monkeypatch):
     path = vectors_dir / "synthA_1400x1000.tiff"
     streamed = Detector(vector_weights, "cpu", workers=2).detect(path)
-    monkeypatch.setattr(midog.slide, "_is_tiff", lambda p: False)  # force SimpleITK, whole image
+    monkeypatch.setattr(midog.slides.readers, "_is_tiff", lambda p: False)  # force SimpleITK, whole image
     with open_slide(path) as slide:
-        assert isinstance(slide, midog.slide.ArraySlide)
+        assert isinstance(slide, midog.slides.readers.ArraySlide)
     whole = Detector(vector_weights, "cpu", workers=0).detect(path)
     assert np.array_equal(streamed.boxes, whole.boxes) and np.array_equal(streamed.scores, whole.scores)
 
@@ -77,8 +77,8 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys
     import numpy as np
-    from midog.detect import Detector
-    from midog.output import multiple_points
+    from midog.pipeline.image import Detector
+    from midog.results.output import multiple_points
 
     slide, weights, slide_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
     detector = Detector(weights, "cpu")

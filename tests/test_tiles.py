@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import VECTOR_NAMES
 
-from midog.config import DetectorConfig
-from midog.tiles import tile_origins
+from midog.config.settings import DetectorConfig
+from midog.detector.tiles import tile_origins
 
 
 def test_known_grids():
@@ -56,7 +56,7 @@ def test_same_tiles_as_the_reference_visited(vectors_dir):
 
 
 def test_read_tile_pads_partial_tiles_with_the_mean_colour():
-    from midog.tiles import pad_fill, read_tile
+    from midog.detector.tiles import pad_fill, read_tile
 
     class Pixels:  # the part of a Slide that read_tile uses
         def __init__(self, pixels):
@@ -82,8 +82,8 @@ def test_read_tile_pads_partial_tiles_with_the_mean_colour():
 def test_image_store_reads_what_the_detector_reads(tmp_path):
     import tifffile
 
-    from midog.slide import open_slide
-    from midog.tiles import read_tile
+    from midog.slides.readers import open_slide
+    from midog.detector.tiles import read_tile
     from midog.training.data import ImageRecord, ImageStore
 
     pixels = np.random.default_rng(2).integers(0, 256, (300, 700, 3), dtype=np.uint8)
@@ -102,8 +102,8 @@ def test_normalizer_equals_the_training_transform_bit_for_bit():
     gives the same bits for every uint8 value in every channel, so the two can share it."""
     import torch
 
-    from midog.config import REFERENCE
-    from midog.tiles import Normalizer
+    from midog.config.settings import REFERENCE
+    from midog.detector.tiles import Normalizer
 
     values = torch.arange(256, dtype=torch.uint8)
     tiles = torch.stack([values, values.flip(0), values.roll(85)], 1).view(1, 16, 16, 3)

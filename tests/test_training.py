@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from midog.config import OptimConfig
+from midog.config.settings import OptimConfig
 from midog.errors import MidogError
 from midog.training import data as tdata
 from midog.training.augment import AugmentConfig, augment_batch, transform_boxes
@@ -139,8 +139,8 @@ def test_matching_thresholds() -> None:
 
 
 def test_targets_decode_back_to_the_box() -> None:
-    from midog.anchors import make_anchors
-    from midog.box_coding import decode
+    from midog.network.anchors import make_anchors
+    from midog.network.box_coding import decode
 
     anchors = make_anchors(tile_size=256)
     box = np.array([[100, 60, 150, 110]], np.float32)
@@ -215,7 +215,7 @@ def test_loss_falls_on_a_tiny_synthetic_set(tiny_set: Path, tmp_path: Path) -> N
 
 
 def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) -> None:
-    from midog.network import load_model
+    from midog.network.retinanet import load_model
     from midog.training.loop import export_weights, train
 
     # Validation only at the last epoch keeps this test fast.
@@ -254,10 +254,10 @@ def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) ->
 
 
 def test_cli_registers_train() -> None:
-    from midog.cli import build_parser
+    from midog.commands.main import build_parser
 
-    from midog.config import AugmentConfig, OptimConfig, Recipe
-    from midog.training.cli import config_from_args
+    from midog.config.settings import AugmentConfig, OptimConfig, Recipe
+    from midog.commands.train import config_from_args
 
     args = build_parser().parse_args(["train", "x/MIDOG.json", "--out", "r", "--domain-weight", "0", "--amp", "bf16"])
     cfg = config_from_args(args)
@@ -303,7 +303,7 @@ def test_focal_weights_are_constants_in_the_reference_recipe() -> None:
 
 
 def test_normalisation_and_domain_options() -> None:
-    from midog.config import RECIPES
+    from midog.config.settings import RECIPES
 
     torch.manual_seed(0)
     logits, deltas = torch.randn(3, 10, 2), torch.randn(3, 10, 4)
@@ -336,8 +336,8 @@ def test_normalisation_and_domain_options() -> None:
 
 
 def test_recipe_flags_override_one_field() -> None:
-    from midog.config import RECIPES
-    from midog.config import make_recipe
+    from midog.config.settings import RECIPES
+    from midog.config.settings import make_recipe
     from midog.training.loop import run_config
 
     ref = run_config("x", "y").objective
@@ -358,7 +358,7 @@ def test_box_kept_only_when_its_centre_is_strictly_inside() -> None:
 
 
 def test_empty_patch_is_front_padded_with_the_dummy_box_and_all_background() -> None:
-    from midog.anchors import make_anchors
+    from midog.network.anchors import make_anchors
     from midog.training.matching import collate_boxes, unpad
 
     boxes, labels = collate_boxes([np.array([[10, 10, 60, 60], [100, 100, 150, 150]], np.float32), np.zeros((0, 4))], 512)
@@ -388,7 +388,7 @@ def test_one_cycle_and_alpha_are_fastai_s() -> None:
 def test_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
     import torchvision
 
-    from midog.network import RetinaNetDA
+    from midog.network.retinanet import RetinaNetDA
     from midog.training.loop import init_backbone
 
     resnet = torchvision.models.resnet18(weights=None)
@@ -407,9 +407,9 @@ def test_every_config_field_is_an_option_and_comes_back() -> None:
     import dataclasses
     import typing
 
-    from midog.cli import build_parser
-    from midog.config import RunConfig
-    from midog.training.cli import config_from_args
+    from midog.commands.main import build_parser
+    from midog.config.settings import RunConfig
+    from midog.commands.train import config_from_args
 
     def leaves(cls, path=()):  # noqa: ANN001, ANN202
         hints = typing.get_type_hints(cls)
@@ -442,8 +442,8 @@ def test_every_config_field_is_an_option_and_comes_back() -> None:
 
 
 def test_a_runs_iou_thresholds_reach_the_matching() -> None:
-    from midog.anchors import make_anchors
-    from midog.config import make_recipe
+    from midog.network.anchors import make_anchors
+    from midog.config.settings import make_recipe
     from midog.training.loop import make_batch
     from midog.training.sampler import Patch
 

@@ -44,7 +44,7 @@ def cases(z) -> list[str]:
 
 
 def golden_model(folder: Path):
-    from midog.network import RetinaNetDA
+    from midog.network.retinanet import RetinaNetDA
 
     keys = next((p for p in (folder.parent / "state_dict_keys.txt", VECTORS / "state_dict_keys.txt") if p.is_file()), None)
     assert keys is not None, f"state_dict_keys.txt (the golden weights' rule) is neither beside {folder} nor in {VECTORS}"
@@ -57,7 +57,7 @@ def golden_model(folder: Path):
 
 def run_case(z, folder: Path, case: str, model) -> dict[str, np.ndarray]:
     """Our code on one case: returns every quantity the file pins, under the file's keys."""
-    from midog.anchors import make_anchors
+    from midog.network.anchors import make_anchors
     from midog.training.data import ImageRecord, ImageStore
     from midog.training.losses import domain_focal_loss, total_loss
     from midog.training.loop import make_batch

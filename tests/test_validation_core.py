@@ -27,8 +27,8 @@ def synthetic_record(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Path) -> None:
-    from midog.detect import DetectOptions, Detector, run_detect
-    from midog.network import load_model
+    from midog.pipeline.image import DetectOptions, Detector, run_detect
+    from midog.network.retinanet import load_model
     from midog.training.validate import evaluate_images, predict_image, validation_detector
 
     target = tmp_path / "out.json"
@@ -68,8 +68,8 @@ def test_validation_restores_backend_flags() -> None:
 
 
 def test_from_model_keeps_the_model_and_folds_a_copy() -> None:
-    from midog.detect import Detector
-    from midog.network import load_model
+    from midog.pipeline.image import Detector
+    from midog.network.retinanet import load_model
 
     model, meta = load_model(DEMO, "cpu")
     det = Detector.from_model(model, meta=meta)

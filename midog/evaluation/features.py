@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import REFERENCE, DetectorConfig
+from ..config.settings import REFERENCE, DetectorConfig
 from ..errors import MidogError
-from ..slide import OPENSLIDE_SUFFIXES
+from ..slides.readers import OPENSLIDE_SUFFIXES
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mha", ".mhd"} | OPENSLIDE_SUFFIXES
 
@@ -33,7 +33,7 @@ def encode(encoder, patches: np.ndarray, config: DetectorConfig = REFERENCE, dev
     detector normalises its tiles."""
     import torch
 
-    from ..tiles import Normalizer
+    from ..detector.tiles import Normalizer
 
     with torch.no_grad():
         c5 = encoder(Normalizer(config, device)(torch.from_numpy(np.ascontiguousarray(patches)).to(device)))
@@ -50,8 +50,8 @@ def extract_features(
 ) -> tuple[np.ndarray, list[str]]:
     """Features of `patches_per_image` random patches per image, and each row's image name.
     Images are read through the detector's `open_slide`: only the patches are decoded."""
-    from ..slide import open_slide
-    from ..tiles import read_tile
+    from ..slides.readers import open_slide
+    from ..detector.tiles import read_tile
 
     rng = np.random.default_rng(seed)
     feats, names = [], []
@@ -88,7 +88,7 @@ def plot_embedding(embedding: np.ndarray, scanners: Sequence[str], path: str | P
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    from ..config import MIDOG_SCANNERS
+    from ..config.settings import MIDOG_SCANNERS
 
     fig = Figure(figsize=(7, 6), dpi=120, layout="constrained")
     ax = fig.add_subplot()
@@ -125,7 +125,7 @@ def feature_map(
     device: str = "cpu",
 ) -> np.ndarray:
     """Encoder features -> UMAP -> PNG coloured by scanner; returns the embedding."""
-    from ..network import load_model
+    from ..network.retinanet import load_model
 
     if patches_per_image < 1:
         raise MidogError(f"--patches-per-image must be at least 1, got {patches_per_image}")

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import MIDOG_SCANNERS
-from ..detections import MITOTIC, NON_MITOTIC
+from ..config.settings import MIDOG_SCANNERS
+from ..results.detections import MITOTIC, NON_MITOTIC
 from ..errors import MidogError
 
 MIDOG_MITOTIC_CATEGORY = 1
@@ -127,8 +127,8 @@ def read_predictions(directory: str | Path) -> dict[str, Candidates]:
 def read_spacing_mm(path: str | Path) -> float:
     """Pixel spacing (mm, x) as `midog detect` reads it: the same sources and the same
     plausibility checks, without reading the pixels; refusals name --spacing-mm."""
-    from ..limits import Limits
-    from ..slide import open_slide
+    from ..slides.limits import Limits
+    from ..slides.readers import open_slide
 
     with open_slide(path, limits=Limits(mpp_option="--spacing-mm")) as slide:
         return slide.spacing_mm[0]
@@ -206,7 +206,7 @@ def read_ground_truth(
     data = load_json(path, "ground-truth file")
     if is_midog_json(data):
         if spacing_mm is not None:
-            from ..options import check_mpp
+            from ..config.checks import check_mpp
 
             try:
                 check_mpp(spacing_mm * 1000)

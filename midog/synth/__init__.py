@@ -24,10 +24,9 @@ Same arguments give byte-identical files: every random draw comes from a
 The package, one module per job: `content` draws the scanner-independent tissue
 (with `cells` for the single nuclei and figures), `scanners` holds the four scanner
 profiles and their acquisition model, `dataset` writes the MIDOG-layout data set,
-`slide` a pyramidal whole-slide image, and `cli` the `midog synth` command.
+`slide` a pyramidal whole-slide image.
 """
 
-from .cli import add_cli
 from .content import (
     BORDER_MARGIN,
     BOX_SIZE,
@@ -57,7 +56,6 @@ __all__ = [
     "UNLABELED_SCANNER",
     "ScannerProfile",
     "SynthObject",
-    "add_cli",
     "apply_scanner",
     "make_dataset",
     "make_slide",

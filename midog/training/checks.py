@@ -16,7 +16,7 @@ def _summary(problem: str, items: list[str], total: int, where: str = "") -> str
 
 def check_training_data(cfg: Any) -> None:
     """Raises UsageError with one summary line per kind of problem; `cfg` is a DataConfig."""
-    from ..slide import check_file, open_slide
+    from ..slides.readers import check_file, open_slide
     from .data import load_midog, read_scanner_ranges, read_split_file
 
     ranges, unlabeled = read_scanner_ranges(cfg.scanners_file) if cfg.scanners_file else (None, None)

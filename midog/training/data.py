@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER, REFERENCE, DetectorConfig
+from ..config.settings import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER, REFERENCE, DetectorConfig
 from ..errors import MidogError
 from ..evaluation.io import load_json
 
@@ -234,7 +234,7 @@ class ImageStore:
         self._open: OrderedDict[Path, Any] = OrderedDict()
 
     def _slide(self, path: Path) -> Any:
-        from ..slide import open_slide
+        from ..slides.readers import open_slide
 
         if path in self._open:
             self._open.move_to_end(path)
@@ -248,7 +248,7 @@ class ImageStore:
     def read(self, record: ImageRecord, x: int, y: int, size: int) -> np.ndarray:
         """(size, size, 3) uint8; parts beyond the image (smaller than a patch) are padded
         as the detector pads its tiles."""
-        from ..tiles import read_tile
+        from ..detector.tiles import read_tile
 
         return np.ascontiguousarray(read_tile(self._slide(record.path), x, y, self.config, size))
 

@@ -1,7 +1,7 @@
 """The training loop (docs/reference-algorithm.md#training-recipe): one-cycle AdamW
 (fastai 1.0.61's schedule, as the reference used), the GRL alpha schedule, validation and
 model selection each epoch, checkpoints, resume, CSV log and plot. Everything a run uses
-comes from its `RunConfig` (midog.config: data, sampling, optimisation, the objective's
+comes from its `RunConfig` (midog.config.settings: data, sampling, optimisation, the objective's
 `Recipe`, augmentation, run settings), and `best.pth`'s metadata records all of it.
 
 Run folder:
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
+from ..config.settings import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
 from .schedule import OneCycle, grl_alpha
 
@@ -80,7 +80,7 @@ def make_batch(
     from .augment import augment_batch
     from .matching import build_targets
 
-    from ..tiles import Normalizer
+    from ..detector.tiles import Normalizer
 
     device = anchors.device
     normalizer = Normalizer(REFERENCE)
@@ -116,7 +116,7 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
-    from ..device import pick_device
+    from ..detector.device import pick_device
 
     device = pick_device(cfg.device)
     amp = cfg.amp
@@ -160,8 +160,8 @@ def init_backbone(model: torch.nn.Module, spec: str) -> str:
 
 class Trainer:
     def __init__(self, cfg: RunConfig) -> None:
-        from ..anchors import make_anchors
-        from ..network import RetinaNetDA
+        from ..network.anchors import make_anchors
+        from ..network.retinanet import RetinaNetDA
         from .data import ImageStore, apply_split, load_midog, read_scanner_ranges, read_split_file, seeded_split, split_fingerprint
         from .sampler import BatchSampler
 
@@ -434,7 +434,7 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -
 def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     """An inference file from a checkpoint: the full state_dict (float16 when `half`) and
     the metadata, nothing else; `load_model` widens float16 back to float32."""
-    from ..network import read_state_dict
+    from ..network.retinanet import read_state_dict
 
     state, meta = read_state_dict(src)
     if half:

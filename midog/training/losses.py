@@ -7,7 +7,7 @@ every non-ignored anchor, summed and divided by the patch's own max(1, positives
 smooth L1 (beta 1) on the encoded deltas, the mean over the positives' n_pos x 4 elements
 (0 without positives). Batch: the labelled patches' (box + class) averaged, plus
 domain_weight x the focal factor applied to the batch-mean scanner cross-entropy, divided
-by the batch size again. Each departure is a `Recipe` field (see `midog.config.Recipe`).
+by the batch size again. Each departure is a `Recipe` field (see `midog.config.settings.Recipe`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from ..config import Recipe
+from ..config.settings import Recipe
 from .matching import IGNORE
 
 REFERENCE_RECIPE = Recipe()

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..box_coding import cthw_to_tlbr, encode, tlbr_to_cthw
-from ..config import REFERENCE, DetectorConfig, Recipe
+from ..network.box_coding import cthw_to_tlbr, encode, tlbr_to_cthw
+from ..config.settings import REFERENCE, DetectorConfig, Recipe
 
 IGNORE = -2
 BACKGROUND = -1
@@ -34,7 +34,7 @@ def pixel_boxes_to_unit(boxes_xyxy: np.ndarray, size: int) -> torch.Tensor:
 
 
 def pixel_boxes_to_cthw(boxes_xyxy: np.ndarray, size: int) -> torch.Tensor:
-    """XYXY patch pixels -> CTHW boxes in the anchors' [-1, 1] units (formats: midog.box_coding)."""
+    """XYXY patch pixels -> CTHW boxes in the anchors' [-1, 1] units (formats: midog.network.box_coding)."""
     return tlbr_to_cthw(pixel_boxes_to_unit(boxes_xyxy, size))
 
 

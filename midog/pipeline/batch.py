@@ -1,0 +1,406 @@
+"""`midog batch`: a cohort of slides on Ray, one loaded detector per worker.
+
+Ray is an optional dependency (`pip install "midog[distributed]"`): the driver lists the
+images, skips those already finished, and hands one slide at a time to each worker, a Ray
+actor that keeps its `Detector` loaded and writes through `detect_to_file`, the function
+`midog detect` writes with, so each output has the bytes `midog detect` would write.
+
+Nothing is lost: a failing image is recorded and the others go on; a worker process that
+dies is restarted by Ray and its slide retried (bounded); every finished image gets a
+fingerprint sidecar (input size, mtime, hash of its first and last bytes; weights hash;
+options), so a rerun skips what is finished and redoes what changed (`batch_inputs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_json_atomic, write_text_atomic
+from .inputs import (
+    FINGERPRINT_BYTES,
+    FINGERPRINT_DIR,
+    IMAGE_SUFFIXES,
+    LIST_SUFFIXES,
+    REPORT_FIELDS,
+    REPORT_NAME,
+    collect_images,
+    file_sha256,
+    fingerprint_path,
+    input_fingerprint,
+    is_finished,
+    output_targets,
+)
+from .image import DetectOptions, Detector, add_detection_args, default_weights, detect_or_error
+from ..errors import MidogError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FINGERPRINT_BYTES",
+    "FINGERPRINT_DIR",
+    "IMAGE_SUFFIXES",
+    "LIST_SUFFIXES",
+    "REPORT_FIELDS",
+    "REPORT_NAME",
+    "DetectorWorker",
+    "add_cli",
+    "collect_images",
+    "file_sha256",
+    "fingerprint_path",
+    "input_fingerprint",
+    "is_finished",
+    "output_targets",
+    "plan_workers",
+    "run_batch",
+]
+
+# A slide whose worker dies this many more times is recorded as failed (Ray retries it).
+TASK_RETRIES = 2
+INSTALL_HINT = 'midog batch needs Ray: pip install "midog[distributed]" (or pip install "ray[client]")'
+
+
+# ---------------------------------------------------------------------------
+# Worker
+# ---------------------------------------------------------------------------
+
+
+class _RecordingDetector(Detector):
+    """A Detector that keeps the last image's run info (tile count) for the report."""
+
+    last_info: dict[str, Any] = {}
+
+    def detect(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        detections = super().detect(*args, **kwargs)
+        self.last_info = detections.info
+        return detections
+
+
+class DetectorWorker:
+    """One Ray actor: a loaded detector that runs whole slides, one at a time."""
+
+    def __init__(self, weights: str, options: DetectOptions, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.detector = options.detector(Path(weights), _RecordingDetector)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def detect(self, image: str, target: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Detect and write one image; an error is returned, not raised, so the driver
+        records it and the worker goes on with the next slide."""
+        started = time.perf_counter()
+        self.detector.last_info = {}
+        # The same per-image error handling as `midog detect`: any failure becomes one line
+        # and leaves no earlier output for that image behind.
+        _, error = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
+        return {
+            "status": "failed" if error else "ok",
+            "error": error,
+            "seconds": round(time.perf_counter() - started, 3),
+            "tiles": self.detector.last_info.get("tiles"),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------
+
+
+def _detect_threads() -> int:
+    """The PyTorch threads `midog detect` runs with on this machine."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _ray_token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")) or (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _connect(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int | None) -> bool:
+    """Join `address`, or start a local Ray sized for the workers. True when we started it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting from an offline tool
+    if ray.is_initialized():
+        return False
+    if address:
+        kwargs: dict[str, Any] = {"logging_level": logging.ERROR}
+        if not address.startswith("ray://"):
+            kwargs["log_to_driver"] = False
+        elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            # Ray turns token authentication on by itself when it finds a token, except
+            # through the Ray client; do the same there.
+            os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise MidogError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+        return True
+    cores = os.cpu_count() or 1
+    # Logical CPUs: room for every worker asked for, each with its threads.
+    cpus = max(cores, (workers or 1) * (cpus_per_worker or 1))
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    return True
+
+
+def plan_workers(
+    nodes: list[dict[str, float]],
+    device: str,
+    workers: int | None,
+    cpus_per_worker: int | None,
+    gpus_per_worker: float | None,
+    node_cores: int | None = None,
+) -> tuple[int, int, float]:
+    """(workers, CPUs each, GPUs each) from the Ray nodes' resources.
+
+    With GPUs: one worker per GPU, 1 CPU each. On CPUs: each worker takes as many CPUs
+    (and PyTorch threads) as the smallest node has (`node_cores`: for a local Ray, whose
+    logical CPUs are sized for the workers, this machine's), which is what `midog detect` uses
+    there: float32 sums depend on the thread count in their last bit, so this keeps the
+    outputs byte-identical to `midog detect`. Fewer CPUs per worker can run more workers
+    per node, at the price of that last bit."""
+    cpus = [n.get("CPU", 0.0) for n in nodes if n.get("CPU", 0.0) >= 1]
+    gpus = sum(n.get("GPU", 0.0) for n in nodes)
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus and device != "cpu" else 0.0
+    if gpus_per_worker and not gpus:
+        raise MidogError("--gpus-per-worker was given, but the Ray cluster has no GPU")
+    if device.startswith("cuda") and not gpus_per_worker:
+        raise MidogError("--device cuda needs a GPU per worker, but the Ray cluster has no GPU")
+    if not cpus:
+        raise MidogError("the Ray cluster has no CPU for a worker")
+    if cpus_per_worker is None:
+        cpus_per_worker = 1 if gpus_per_worker else int(node_cores or min(cpus))
+    if workers is None:
+        workers = int(gpus // gpus_per_worker) if gpus_per_worker else sum(int(c // cpus_per_worker) for c in cpus)
+    return max(1, workers), max(1, cpus_per_worker), gpus_per_worker
+
+
+def _write_report(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    path = write_json_atomic(folder / REPORT_NAME, rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path.with_suffix(".csv"), buffer.getvalue())
+    return path
+
+
+def run_batch(
+    inputs: list[str],
+    output: Path,
+    weights: Path,
+    options: DetectOptions = DetectOptions(),
+    workers: int | None = None,
+    address: str | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> int:
+    """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray."""
+    try:
+        import ray
+    except ImportError:
+        log.error("midog batch: error: %s", INSTALL_HINT)
+        return 2
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    started = time.perf_counter()
+    options.check()
+    images = collect_images(inputs)
+    if output.exists() and not output.is_dir():
+        raise MidogError(f"{output}: --output must be a folder")
+    output = output.resolve()
+    targets = output_targets(images, output)
+    if not weights.is_file():
+        raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
+    # Everything that changes an output's bytes, as JSON (the fingerprint stores it so):
+    # limits, the time budget and the device decide whether and where an image runs, not
+    # its bytes (float32 either way), so a rerun with other ones still skips what is done.
+    per_image = options.per_image()
+    changes_bytes = {"style": options.style, "mpp": options.mpp, "tissue_only": options.tissue_only}
+    extras = asdict(options.extras) if options.extras else None
+    settings = json.loads(json.dumps({"options": changes_bytes, "threshold": options.threshold, "fast": options.fast, "extras": extras}))
+    weights_sha256 = file_sha256(weights)
+    records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings} for p in images]
+
+    rows: list[dict[str, Any]] = [
+        {"image": str(p), "status": None, "output": str(t), "error": None, "seconds": None, "tiles": None} for p, t in zip(images, targets)
+    ]
+    todo = []
+    for i, (target, record) in enumerate(zip(targets, records)):
+        if not force and is_finished(target, record):
+            rows[i]["status"] = "skipped"
+        else:
+            todo.append(i)
+    output.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(total=len(images), initial=len(images) - len(todo), desc="slides", unit="slide", disable=not progress)
+    tiles_done = 0
+
+    def finish(i: int, result: dict[str, Any]) -> None:
+        nonlocal tiles_done
+        rows[i].update(result)
+        if result["status"] == "ok":
+            # The sidecar follows the output: an image counts as finished only once both exist.
+            write_json_atomic(fingerprint_path(targets[i]), {"image": str(images[i]), **records[i], "tiles": result["tiles"]})
+            tiles_done += result["tiles"] or 0
+        else:
+            rows[i]["output"] = None
+            with logging_redirect_tqdm():  # the line above the progress bar, not through it
+                log.error("midog batch: error: %s", result["error"])
+        bar.update(1)
+
+    started_ray = False
+    try:
+        if todo:
+            local_cores = None if address else _detect_threads()
+            started_ray = _connect(ray, address, workers, cpus_per_worker or local_cores)
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            n_workers, cpus_each, gpus_each = plan_workers(nodes, options.device, workers, cpus_per_worker, gpus_per_worker, local_cores)
+            actor_options = dict(num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=-1, max_task_retries=TASK_RETRIES)
+            worker_cls = ray.remote(DetectorWorker).options(**actor_options)
+
+            # A worker without a GPU of its own stays off the node's GPUs.
+            worker_options = replace(options, device=options.device if options.device != "auto" or gpus_each else "cpu")
+
+            def make_actor() -> Any:
+                return worker_cls.remote(str(weights.resolve()), worker_options, cpus_each)
+
+            resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
+            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, per_image, finish)
+    except KeyboardInterrupt:
+        for row in rows:
+            if row["status"] is None:
+                row.update(status="failed", output=None, error=f"{row['image']}: interrupted before it finished")
+        _write_report(output, rows)
+        raise
+    finally:
+        bar.close()
+        if started_ray:
+            ray.shutdown()
+
+    report = _write_report(output, rows)
+    wall = time.perf_counter() - started
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
+    log.info(
+        "midog batch: %d ok, %d failed, %d skipped in %.1f s (%.0f slides/h, %.2f tiles/s); report: %s",
+        counts["ok"], counts["failed"], counts["skipped"], wall, counts["ok"] / wall * 3600, tiles_done / wall, report,
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _dispatch(
+    ray: Any,
+    make_actor: Any,
+    n_workers: int,
+    resources: str,
+    todo: list[int],
+    images: list[Path],
+    targets: list[Path],
+    options: dict[str, Any],
+    finish: Any,
+) -> None:
+    """Hand one slide at a time to each ready worker until every slide has a result.
+
+    A worker gets work only once its model is loaded (its pid() answered), so a worker that
+    the cluster cannot place never holds a slide hostage. A slide whose worker died more
+    than TASK_RETRIES times is recorded as failed and its worker replaced; a worker that
+    cannot even start (bad weights, no device) fails the remaining slides with its error.
+    """
+    queue = list(reversed(todo))
+    pending: dict[Any, tuple[Any, int | None]] = {}  # ref -> (actor, image index or None for start-up)
+    for _ in range(n_workers):
+        actor = make_actor()
+        pending[actor.pid.remote()] = (actor, None)
+    start_error: str | None = None
+    waited = 0.0
+    # Done when no slide is queued or running; workers the cluster never placed are left.
+    while any(i is not None for _, i in pending.values()) or (queue and pending):
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=30)
+        if not done:
+            waited += 30
+            if waited == 120 and not any(i is not None for _, i in pending.values()):
+                log.warning("midog batch: no worker has started after %.0f s: can the cluster place one (%s)?", waited, resources)
+            continue
+        actor, i = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except ray.exceptions.RayError as exc:
+            if i is None:  # this worker could not start; the others carry on
+                start_error, actor = _last_line(exc), None
+            elif isinstance(exc, ray.exceptions.RayActorError):
+                error = f"{images[i]}: the worker process died on this slide {TASK_RETRIES + 1} times ({_last_line(exc)})"
+                finish(i, {"status": "failed", "error": error, "seconds": None, "tiles": None})
+                ray.kill(actor, no_restart=True)
+                replacement = make_actor()
+                pending[replacement.pid.remote()] = (replacement, None)
+                actor = None
+            else:
+                finish(i, {"status": "failed", "error": f"{images[i]}: {_last_line(exc)}", "seconds": None, "tiles": None})
+        else:
+            if i is not None:
+                finish(i, result)
+        if actor is not None and queue:
+            j = queue.pop()
+            pending[actor.detect.remote(str(images[j]), str(targets[j]), options)] = (actor, j)
+        if not pending:
+            while queue:
+                j = queue.pop()
+                error = f"{images[j]}: not run, no worker could start: {start_error}"
+                finish(j, {"status": "failed", "error": error, "seconds": None, "tiles": None})
+
+
+def _last_line(exc: BaseException) -> str:
+    """Ray's errors carry the remote traceback; its last line is the cause."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    from ..config import checks as options
+
+    p = subparsers.add_parser(
+        "batch",
+        help="detect on many images with Ray workers (local or a cluster); resumable",
+        description=(
+            "Detect mitotic figures on many images with Ray: each worker keeps one detector loaded and "
+            "writes DIR/<image stem>.json, byte for byte what `midog detect` writes. DIR/batch-report.json "
+            "(and .csv) records every image as ok, failed or skipped; a rerun skips images already finished "
+            "with the same input, weights and options. Inputs and DIR must be paths every Ray node sees. "
+            "Needs Ray: pip install \"midog[distributed]\"."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs, or .txt/.csv lists of paths")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for <image stem>.json, the report and fingerprints")
+    p.add_argument("--workers", type=options.positive_int, default=None, metavar="N", help="Ray workers (default: one per GPU of the cluster, else one per node)")
+    p.add_argument("--address", default=None, metavar="ADDR", help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray)")
+    p.add_argument("--gpus-per-worker", type=options.positive, default=None, metavar="F", help="GPUs per worker, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=options.positive_int,
+        default=None,
+        metavar="N",
+        help="CPUs per worker, also its PyTorch threads (default: 1 with a GPU, else all of a node's, as midog detect uses, "
+        "which keeps outputs byte-identical to it; fewer run faster with several workers per node, differing in the last float bit)",
+    )
+    p.add_argument("--force", action="store_true", help="redo every image, even those already finished")
+    add_detection_args(p)
+    p.set_defaults(
+        run=lambda a: run_batch(
+            a.inputs, a.output, a.weights or default_weights(), DetectOptions.from_args(a), a.workers, a.address, a.gpus_per_worker,
+            a.cpus_per_worker, a.force, a.progress,
+        )
+    )
