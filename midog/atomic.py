@@ -10,6 +10,10 @@ Writers that take a path rather than bytes (torch.save, matplotlib's savefig, ti
 csv through open()) use `atomic_path` directly. A temporary file is named
 `.<name>.<random>.tmp`, hidden and unique per writer; `keep_extension` puts the
 destination's extension back at the end for matplotlib, which picks the format from it.
+
+A failed write (disk full, read-only, I/O error) is a `WriteError` naming the file and the
+cause. `remove_stale_temp` clears what a killed writer left, never a live writer's file;
+`output_lock` keeps a second run off an output folder that a run is writing.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import WriteError
+from .errors import UsageError, WriteError
 
 # mkstemp creates files readable by the owner only; outputs are meant to be shared
 # (Grand Challenge reads them as another user), as a plain open() would make them.
@@ -104,3 +108,36 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
 def write_json_atomic(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
     """Write `obj` as JSON (json.dumps with `dumps_kwargs`) atomically; returns the path."""
     return write_text_atomic(path, json.dumps(obj, **dumps_kwargs))
+
+
+LOCK_NAME = ".midog.lock"
+
+
+@contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock (flock) on `folder`/.midog.lock for the block: a second run on
+    the same output folder is refused with a UsageError naming the folder and the holder's
+    pid, instead of interleaving its results and report with the first's. The lock goes
+    with the process, however it ends; the empty lock file stays (removing it would race
+    with the next run taking it). Creates the folder."""
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # O_NOFOLLOW: a link planted under the lock's name is refused, never followed.
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise UsageError(f"cannot lock the output folder {folder}: {exc.strerror or exc} ({lock})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UsageError(
+                f"{folder}: another midog run (pid {holder}) is writing to this output folder; wait for it to finish or choose another"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        os.close(fd)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import tifffile
 
-import midog.slide
+import midog.slides.readers
 from conftest import ROOT
 from crafted import write_tiff
-from midog.cli import main
+from midog.commands.main import main
 from midog.errors import ImageError
-from midog.slide import open_slide
+from midog.slides.readers import open_slide
 
 sys.path.insert(0, str(ROOT))
 import process  # noqa: E402
@@ -111,7 +111,7 @@ def test_every_reader_path_gets_the_same_rule(tmp_path, monkeypatch, reader):
     SimpleITK, or named like a vendor slide, is refused with the same line."""
     cut = truncated(tmp_path)
     if reader == "simpleitk":
-        monkeypatch.setattr(midog.slide, "_is_tiff", lambda p: False)
+        monkeypatch.setattr(midog.slides.readers, "_is_tiff", lambda p: False)
     else:
         cut = cut.rename(cut.with_suffix(".svs"))
     with pytest.raises(ImageError, match="strip offsets tag"):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import remove_stale_temp as remove_stale_temp
 from ..detector.core import Detector as Detector
 from ..detector.weights import published_weights
-from ..errors import TimeBudgetError, UsageError, WriteError, image_error_line
+from ..errors import TimeBudgetError, UsageError, WriteError, image_error_line, shown
 
 if TYPE_CHECKING:
     from ..results.writers import Extras
@@ -85,14 +85,15 @@ def detect_to_file(
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
     n_mitotic = int((detections.scores > detector.threshold).sum())
-    return f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}" + (f"; {extra}" if extra else "")
+    return f"{shown(image)}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {shown(target)}" + (f"; {extra}" if extra else "")
 
 
 def detect_or_error(
     detector: Detector, image: Path, target: Path, *args: Any, debug: bool = False, time_budget: float | None = None, **kwargs: Any
 ) -> tuple[str | None, str | None]:
     """`detect_to_file` for one image of a batch: (summary, None), or (None, one-line error)
-    for any failure, with no output of an earlier run left behind for that image."""
+    for any failure, with no output of an earlier run left behind for that image. A full
+    output disk (WriteError.disk_full) is raised instead: every later image would fail too."""
     deadline = time.monotonic() + time_budget if time_budget else None
     try:
         return detect_to_file(detector, image, target, *args, deadline=deadline, **kwargs), None
