@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def _log_flags() -> list[str]:
     """The demo's own --quiet/--verbose, passed on to the commands it runs."""
-    level = logging.getLogger(__package__).getEffectiveLevel()
+    level = logging.getLogger("midog").getEffectiveLevel()
     return ["--quiet"] if level >= logging.WARNING else ["--verbose"] if level <= logging.DEBUG else []
 
 

@@ -20,7 +20,7 @@ class _OwnWarnings(logging.Filter):
     """Python warnings raised by midog's own code (e.g. "torch.compile unavailable")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return f"{__package__}/" in record.getMessage().split(":", 1)[0].replace("\\", "/")
+        return "midog/" in record.getMessage().split(":", 1)[0].replace("\\", "/")
 
 
 class _Stderr(logging.StreamHandler):
@@ -53,7 +53,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False, debug: bool = Fals
     root.addHandler(_handler)
     root.setLevel(level)
     loud = verbose or debug
-    logging.getLogger(__package__).setLevel(logging.DEBUG if loud else logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("midog").setLevel(logging.DEBUG if loud else logging.WARNING if quiet else logging.INFO)
     logging.captureWarnings(True)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if loud else logging.CRITICAL + 1)
