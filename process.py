@@ -88,8 +88,12 @@ class ImageFileLoader(FileLoader):
         name = fname.relative_to(self.root).as_posix()
         if not inside(fname, self.root):
             # A symbolic link (of the file or a folder above it) that leads out of the input
-            # folder: that image's error, never read.
-            return [{"path": fname, "filename": name, "refused": f"{shown(fname)}: a symbolic link that leads outside {self.root}; not read"}]
+            # folder: never read; for an image, that image's error.
+            reason = f"{shown(fname)}: a symbolic link that leads outside {self.root}; not read"
+            if fname.suffix.lower() in IMAGE_SUFFIXES:
+                return [{"path": fname, "filename": name, "refused": reason}]
+            log.warning(f"warning: {reason}")
+            return []
         if fname.is_dir():
             return []
         if fname.suffix.lower() not in IMAGE_SUFFIXES:
