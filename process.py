@@ -26,7 +26,7 @@ from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
 from midog.atomic import output_lock, remove_stale_temp
-from midog.interrupts import exit_status, signals_interrupt
+from midog.interrupts import describe, exit_status, signals_interrupt
 from midog.pipeline.image import Detector
 from midog.results.detections import MITOTIC
 from midog.detector.device import describe_runtime, pick_device
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"error: {exc}")
         return 2
     except KeyboardInterrupt as exc:  # SIGTERM at the platform's time limit, or Ctrl-C
-        log.error(f"error: {exc or 'interrupted'}; {args.output / CASES_FILE} holds every image finished before")
+        log.error(f"error: {describe(exc)}; {args.output / CASES_FILE} holds every image finished before")
         return exit_status(exc)
     return 1 if failed else 0
 

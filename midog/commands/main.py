@@ -10,7 +10,7 @@ import traceback
 
 from .. import __version__
 from ..errors import MidogError
-from ..interrupts import exit_status, signals_interrupt
+from ..interrupts import describe, exit_status, signals_interrupt
 
 # Libraries that log their own warnings (tifffile on odd tags, ...): shown with --verbose only.
 LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "PIL")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(exc, "exit_status", 1))
     except KeyboardInterrupt as exc:
         # Results already written stay; nothing half-written does (the atomic writers).
-        print(f"midog {args.command}: {exc or 'interrupted'}; results written so far are kept", file=sys.stderr)
+        print(f"midog {args.command}: {describe(exc)}; results written so far are kept", file=sys.stderr)
         return exit_status(exc)
     except Exception as exc:  # a bug or an environment problem: one line, the traceback with --debug
         if getattr(args, "debug", False):

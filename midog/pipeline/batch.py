@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import output_lock, remove_stale_temp, write_json_atomic, write_text_atomic
+from ..interrupts import describe
 from .cluster import connect
 from .inputs import (
     FINGERPRINT_BYTES,
@@ -277,7 +278,7 @@ def _run_locked(
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (interrupts.Interrupted)
         for row in rows:
             if row["status"] is None:
-                row.update(status="failed", output=None, error=f"{row['image']}: {exc or 'interrupted'} before it finished")
+                row.update(status="failed", output=None, error=f"{row['image']}: {describe(exc)} before it finished")
         _write_report(output, rows)
         raise
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MidogError
+from ..interrupts import reclaim_signals
 
 # Ray's switch for its single-machine mode: "0" gives the node 127.0.0.1 as its address.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -69,9 +70,16 @@ def connect(ray: Any, address: str | None, cpus: int, dashboard: bool = False) -
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise MidogError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+        reclaim_signals()
         return True
     with loopback_only(ray):
-        ray.init(
-            num_cpus=cpus, include_dashboard=dashboard, dashboard_host=LOOPBACK, logging_level=logging.ERROR, log_to_driver=False
-        )
+        try:
+            ray.init(
+                num_cpus=cpus, include_dashboard=dashboard, dashboard_host=LOOPBACK, logging_level=logging.ERROR, log_to_driver=False
+            )
+        except Exception as exc:  # Ray raises a bare Exception when the dashboard's packages are missing
+            if not dashboard:
+                raise
+            raise MidogError(f'--dashboard: Ray could not start its dashboard ({exc}); pip install "ray[default]" adds it') from None
+    reclaim_signals()  # SIGTERM must stop the run cleanly (report, no temporary files), not abort it
     return True
