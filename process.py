@@ -25,18 +25,17 @@ from evalutils import DetectionAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
-from midog.atomic import output_lock, remove_stale_temp
+from midog.atomic import output_lock, remove_stale_temp, write_json_atomic
 from midog.interrupts import describe, exit_status, signals_interrupt
 from midog.pipeline.image import Detector
-from midog.results.detections import MITOTIC
+from midog.detector.detections import MITOTIC
 from midog.detector.device import describe_runtime, pick_device
 from midog.errors import MidogError, image_error_line, shown
 from midog.detector.weights import git_blob_sha1, published_weights
 from midog.config.checks import check_positive, check_probability, checked
-from midog.config.checks import positive as positive_arg
-from midog.config.checks import probability as probability_arg
-from midog.results.output import STYLES as CORE_STYLES
-from midog.results.output import write_json_atomic
+from midog.commands.args import positive as positive_arg
+from midog.commands.args import probability as probability_arg
+from midog.detector.detections import STYLES as CORE_STYLES
 from midog.slides.readers import DEFAULT_LIMITS, OPENSLIDE_SUFFIXES, Limits
 
 DEFAULT_INPUT = Path("/input")

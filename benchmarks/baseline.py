@@ -15,8 +15,8 @@ import torch
 from sklearn.neighbors import KDTree
 
 from midog.network.anchors import make_anchors
-from midog.config.settings import REFERENCE
-from midog.results.detections import Detections
+from midog.config import REFERENCE
+from midog.detector.detections import Detections
 from midog.network.retinanet import load_model
 from midog.network.postprocess import tile_boxes
 

@@ -6,7 +6,7 @@ The Python API, for notebooks and scripts:
     found = Detector("weights/RetinaNetDA.pth").detect("roi.tiff")
     found.mitotic_figures().points_mm()
 
-`Detector` (midog.detector.core), `Detections` (midog.results.detections), `open_slide` (midog.slides.readers)
+`Detector` (midog.detector.core), `Detections` (midog.detector.detections), `open_slide` (midog.slides.readers)
 and `DetectorConfig` / `REFERENCE` (midog.config.settings) are importable from here. They are
 loaded on first use, so that `import midog` and `midog --help` stay fast.
 """
@@ -20,24 +20,18 @@ import importlib.util
 import sys
 import types
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "Detector": "midog.detector.core",
-    "Detections": "midog.results.detections",
+    "Detections": "midog.detector.detections",
     "open_slide": "midog.slides.readers",
     "DetectorConfig": "midog.config.settings",
     "REFERENCE": "midog.config.settings",
 }
 __all__ = ["__version__", *_EXPORTS]
-
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
-    from .config.settings import REFERENCE, DetectorConfig
-    from .detector.core import Detector
-    from .results.detections import Detections
-    from .slides.readers import open_slide
 
 
 # Modules of the flat layout (before 0.2) -> their place now. Old imports keep working for
@@ -57,8 +51,8 @@ MOVED = {
     "midog.tiles": "midog.detector.tiles",
     "midog.device": "midog.detector.device",
     "midog.fetch": "midog.detector.weights",
-    "midog.detections": "midog.results.detections",
-    "midog.output": "midog.results.output",
+    "midog.detections": "midog.detector.detections",
+    "midog.output": "midog.detector.detections",
     "midog.points": "midog.results.reader",
     "midog.exports": "midog.results.exports",
     "midog.extras": "midog.results.writers",

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from midog.results.detections import Detections
-from midog.results.output import multiple_points
+from midog.detector.detections import Detections
+from midog.detector.detections import multiple_points
 
 
 def readme_example() -> str:

@@ -43,9 +43,3 @@ def test_keep_extension_lets_matplotlib_pick_the_format(tmp_path):
         assert tmp.suffix == ".png"
         Figure(figsize=(1, 1)).savefig(tmp)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_output_module_still_exports_it():
-    from midog.results import output
-
-    assert output.write_json_atomic is write_json_atomic

@@ -138,9 +138,9 @@ def test_missing_image_is_a_clear_error(tmp_path, capsys):
 
 def test_whole_slide_image(tmp_path):
     """A pyramidal slide: the mask comes from a pyramid level; figures on glass do not count."""
-    from midog.results.count import CountOptions, count_image
-    from midog.results.overlay import output_size
-    from midog.results.reader import Points
+    from midog.results.count import THUMBNAIL_SIDE, CountOptions, count
+    from midog.results.overlay import draw_overlay, output_size
+    from midog.results.reader import read_result_on
     from midog.slides.readers import open_slide
     from midog.synth import make_slide
 
@@ -159,9 +159,11 @@ def test_whole_slide_image(tmp_path):
     assert len(dense) == 12
     glass = np.array([[100.0, 100.0], [8000.0, 200.0], [200.0, 6000.0]])
     xy = np.concatenate([dense, glass]) * spacing
-    points = Points(xy, np.full(len(xy), 0.9), ["mitotic figure"] * len(xy))
+    result_file = tmp_path / "slide.json"
+    result_file.write_text(json.dumps({"type": "Multiple points", "points": [{"point": [x, y, 0]} for x, y in xy.tolist()]}))
     picture = tmp_path / "slide.png"
-    result = count_image(points, path, None, CountOptions(0.05), picture)
+    result = count(read_result_on(result_file, path, thumbnail_side=THUMBNAIL_SIDE), CountOptions(0.05))
+    draw_overlay(result, picture)
     s = result.summary
     assert s["mitotic_figures"] == 12
     nominal = 2 * size * size * spacing[0] * spacing[1]

@@ -192,7 +192,7 @@ def test_local_copy_is_used_only_when_it_verifies(root, server):
 
 def test_cli_list_and_fetch(root, server, monkeypatch, capsys):
     # Only this module's subcommand: the test must not depend on the other stages importing.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.detector.weights"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.commands.fetch"])
     assert cli.main(["fetch", "--list", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^good\s+missing\s+weights/good.bin", out, re.M)
@@ -242,7 +242,7 @@ def test_cli_fetch_writes_to_midog_home_by_default(root, server, monkeypatch, ca
     """No --root: downloads go to $MIDOG_HOME, not the checkout (an installed package has none)."""
     home = root / "home"
     monkeypatch.setenv("MIDOG_HOME", str(home))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.detector.weights"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["midog.commands.fetch"])
     assert cli.main(["fetch", "good", "--no-progress", "--manifest", str(root / "weights" / "manifest.json")]) == 0
     assert (home / "weights" / "good.bin").read_bytes() == GOOD
     assert not (root / "weights" / "good.bin").exists()

@@ -306,9 +306,9 @@ def test_time_budget_stops_one_image_and_the_next_still_runs(tmp_path, good, ran
     detector = Detector(random_weights, "cpu")
     with pytest.raises(TimeBudgetError, match="over its time budget"):
         detector.detect(good, deadline=time.monotonic() - 1)
-    summary, error = detect_or_error(detector, good, tmp_path / "a.json", time_budget=1e-9)
+    summary, error, _ = detect_or_error(detector, good, tmp_path / "a.json", time_budget=1e-9)
     assert summary is None and "over its time budget of 1e-09 s" in error and not (tmp_path / "a.json").exists()
-    summary, error = detect_or_error(detector, good, tmp_path / "b.json", time_budget=600)
+    summary, error, _ = detect_or_error(detector, good, tmp_path / "b.json", time_budget=600)
     assert error is None and (tmp_path / "b.json").is_file()
 
 

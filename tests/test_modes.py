@@ -13,7 +13,7 @@ from conftest import DEVICE, VECTOR_NAMES, VECTOR_SPACING_MM
 from test_parity import explain_differences, expected_scores
 
 from midog.pipeline.image import Detector
-from midog.results.output import multiple_points
+from midog.detector.detections import multiple_points
 
 SPACING = VECTOR_SPACING_MM
 

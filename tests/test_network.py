@@ -132,7 +132,7 @@ def test_fold_batchnorm_keeps_the_function():
 
 
 def test_classifier_prior_is_the_references_bias():
-    from midog.config.settings import REFERENCE
+    from midog.config import REFERENCE
     from midog.network.retinanet import prior_bias
 
     assert prior_bias(REFERENCE.prior_probability) == -4.0  # exactly, in float64

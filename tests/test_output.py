@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import SHARED, need_shared
 
-from midog.results.detections import Detections
-from midog.results.output import multiple_points, write_json_atomic
+from midog.detector.detections import Detections
+from midog.atomic import write_json_atomic
+from midog.detector.detections import multiple_points
 
 
 @pytest.fixture()

@@ -53,7 +53,7 @@ def test_tile_boxes_keeps_nms_survivors_best_first_in_pixels():
 
 
 def test_normalizer_reproduces_the_reference_float64_route_for_every_value():
-    from midog.config.settings import REFERENCE
+    from midog.config import REFERENCE
     from midog.detector.tiles import Normalizer
 
     values = np.arange(256, dtype=np.uint8)

@@ -15,7 +15,7 @@ from conftest import VECTOR_NAMES
 
 import midog.slides.readers
 from midog.pipeline.image import Detector
-from midog.results.output import multiple_points
+from midog.detector.detections import multiple_points
 from midog.slides.readers import OpenSlideSlide, TiffSlide, open_slide
 from midog.synth import make_slide
 
@@ -78,7 +78,7 @@ CHILD = textwrap.dedent(
     import json, resource, sys
     import numpy as np
     from midog.pipeline.image import Detector
-    from midog.results.output import multiple_points
+    from midog.detector.detections import multiple_points
 
     slide, weights, slide_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
     detector = Detector(weights, "cpu")

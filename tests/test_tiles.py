@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import VECTOR_NAMES
 
-from midog.config.settings import DetectorConfig
+from midog.config import DetectorConfig
 from midog.detector.tiles import tile_origins
 
 
@@ -102,7 +102,7 @@ def test_normalizer_equals_the_training_transform_bit_for_bit():
     gives the same bits for every uint8 value in every channel, so the two can share it."""
     import torch
 
-    from midog.config.settings import REFERENCE
+    from midog.config import REFERENCE
     from midog.detector.tiles import Normalizer
 
     values = torch.arange(256, dtype=torch.uint8)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from midog.config.settings import OptimConfig
+from midog.config import OptimConfig
 from midog.errors import MidogError
 from midog.training import data as tdata
 from midog.training.augment import AugmentConfig, augment_batch, transform_boxes
@@ -216,7 +216,8 @@ def test_loss_falls_on_a_tiny_synthetic_set(tiny_set: Path, tmp_path: Path) -> N
 
 def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) -> None:
     from midog.network.retinanet import load_model
-    from midog.training.loop import export_weights, train
+    from midog.training.checkpoints import export_weights
+    from midog.training.loop import train
 
     # Validation only at the last epoch keeps this test fast.
     full = train(_cfg(tiny_set, tmp_path / "a", val_every=2))
@@ -256,7 +257,7 @@ def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) ->
 def test_cli_registers_train() -> None:
     from midog.commands.main import build_parser
 
-    from midog.config.settings import AugmentConfig, OptimConfig, Recipe
+    from midog.config import AugmentConfig, OptimConfig, Recipe
     from midog.commands.train import config_from_args
 
     args = build_parser().parse_args(["train", "x/MIDOG.json", "--out", "r", "--domain-weight", "0", "--amp", "bf16"])
@@ -303,7 +304,7 @@ def test_focal_weights_are_constants_in_the_reference_recipe() -> None:
 
 
 def test_normalisation_and_domain_options() -> None:
-    from midog.config.settings import RECIPES
+    from midog.config import RECIPES
 
     torch.manual_seed(0)
     logits, deltas = torch.randn(3, 10, 2), torch.randn(3, 10, 4)
@@ -336,8 +337,8 @@ def test_normalisation_and_domain_options() -> None:
 
 
 def test_recipe_flags_override_one_field() -> None:
-    from midog.config.settings import RECIPES
-    from midog.config.settings import make_recipe
+    from midog.config import RECIPES
+    from midog.config import make_recipe
     from midog.training.loop import run_config
 
     ref = run_config("x", "y").objective
@@ -389,7 +390,7 @@ def test_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
     import torchvision
 
     from midog.network.retinanet import RetinaNetDA
-    from midog.training.loop import init_backbone
+    from midog.training.checkpoints import init_backbone
 
     resnet = torchvision.models.resnet18(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "r18.pth")
@@ -408,7 +409,7 @@ def test_every_config_field_is_an_option_and_comes_back() -> None:
     import typing
 
     from midog.commands.main import build_parser
-    from midog.config.settings import RunConfig
+    from midog.config import RunConfig
     from midog.commands.train import config_from_args
 
     def leaves(cls, path=()):  # noqa: ANN001, ANN202
@@ -443,7 +444,7 @@ def test_every_config_field_is_an_option_and_comes_back() -> None:
 
 def test_a_runs_iou_thresholds_reach_the_matching() -> None:
     from midog.network.anchors import make_anchors
-    from midog.config.settings import make_recipe
+    from midog.config import make_recipe
     from midog.training.loop import make_batch
     from midog.training.sampler import Patch
 

@@ -27,7 +27,8 @@ def synthetic_record(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Path) -> None:
-    from midog.pipeline.image import DetectOptions, Detector, run_detect
+    from midog.commands.detect import run_detect
+    from midog.pipeline.image import DetectOptions, Detector
     from midog.network.retinanet import load_model
     from midog.training.validate import evaluate_images, predict_image, validation_detector
 

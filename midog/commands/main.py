@@ -79,15 +79,15 @@ def add_logging_args(parser: argparse.ArgumentParser, default: object = False) -
 # Each module exposes add_cli(subparsers), registering its subcommand with set_defaults(run=...).
 # Modules keep heavy imports (torch) inside their run functions so `midog --help` stays fast.
 COMMAND_MODULES = [
-    "midog.pipeline.image",
-    "midog.pipeline.batch",
-    "midog.detector.weights",
+    "midog.commands.detect",
+    "midog.commands.batch",
+    "midog.commands.fetch",
     "midog.commands.synth",
     "midog.commands.evaluate",
     "midog.commands.demo",
     "midog.commands.train",
-    "midog.results.exports",
-    "midog.results.count",
+    "midog.commands.export",
+    "midog.commands.count",
 ]
 
 

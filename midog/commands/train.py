@@ -9,8 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from ..config.settings import RECIPES, RunConfig, run_config_from
-from ..config.fields import add_arguments
+from ..config import RECIPES, RunConfig, run_config_from
+from .args import add_config_arguments
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     }
     groups["objective"].add_argument("--recipe", choices=list(RECIPES), default="reference")
     run = p.add_argument_group("run")
-    add_arguments(run, RunConfig, groups)
+    add_config_arguments(run, RunConfig, groups)
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     run.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop after N epochs of this invocation (resume later)")
     run.add_argument("--export-half", type=Path, default=None, metavar="FILE", help="at the end, write best.pth as a float16 inference file")
@@ -74,7 +74,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..training.loop import export_weights, train
+    from ..training.checkpoints import export_weights
+    from ..training.loop import train
 
     cfg = config_from_args(args)
     from ..training.checks import check_training_data

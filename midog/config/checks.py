@@ -1,13 +1,17 @@
-"""Validated numeric options: argparse types and the same checks for environment variables
-and stored values, so that a bad number is a usage error before any work (exit 2)."""
+"""The checks every number from a user passes (options, environment variables, values
+stored in files), so that a bad number is a usage error before any work (exit 2); the
+command line's typed options (commands.args) run the same checks."""
 
 from __future__ import annotations
 
-import argparse
 import math
 from typing import Any, Callable
 
 from ..errors import UsageError
+
+# Spacings outside this range are not microscopy: 72 or 300 dpi defaults written by
+# ordinary image tools would otherwise turn pixels into bogus millimetres.
+PLAUSIBLE_MPP = (0.01, 50.0)
 
 
 def _float(text: str) -> float:
@@ -45,31 +49,10 @@ def check_positive_int(value: Any) -> int:
 
 
 def check_mpp(value: Any) -> float:
-    from ..slides.readers import PLAUSIBLE_MPP
-
     value = check_positive(value)
     if not PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1]:
         raise ValueError(f"{value:g} um/px is not a microscope resolution ({PLAUSIBLE_MPP[0]:g} to {PLAUSIBLE_MPP[1]:g})")
     return value
-
-
-def arg_type(check: Callable[[Any], Any], name: str) -> Callable[[str], Any]:
-    """An argparse `type=` that reports the check's reason as a usage error (exit 2)."""
-
-    def parse(text: str) -> Any:
-        try:
-            return check(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = name  # argparse names the type in its fallback message
-    return parse
-
-
-probability = arg_type(check_probability, "probability")
-positive = arg_type(check_positive, "positive number")
-positive_int = arg_type(check_positive_int, "positive integer")
-mpp = arg_type(check_mpp, "micrometres per pixel")
 
 
 def checked(check: Callable[[Any], Any], value: Any, source: str) -> Any:

@@ -1,15 +1,13 @@
-"""Command-line options generated from configuration dataclasses (midog.config.settings).
-
-A field's metadata (built with `option`) carries its help text and, where the flag is not
-the field's name in dashes, its flag; the parser's defaults stay out of the namespace, so
-a command sees which options were given and builds the dataclass back with `build`.
+"""Configuration dataclasses from flat option names: a field's metadata (built with
+`option`) carries its help text and flag, from which the command line generates its
+options (commands.args.add_config_arguments); `build` makes the dataclass back from the
+options given, and `namespace` lets code name fields the way the command line does.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
 from typing import Any, Mapping
 
@@ -38,82 +36,17 @@ def option(
                         positional=positional, negatable=negatable, enabled=cli)}
 
 
-def _hint(cls: type, name: str) -> tuple[Any, bool, int | None]:
-    """(element type, optional, tuple length) of a field's annotation."""
-    hint = typing.get_type_hints(cls)[name]
-    optional = False
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional, hint = True, args[0]
-    if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        return args[0], optional, len(args)
-    return hint, optional, None
-
-
-def _dest(cls: type, name: str) -> str:
+def option_dest(cls: type, name: str) -> str:
+    """Where the command line stores a field: its class and name, so that fields of one
+    name in two concerns never share a value."""
     return f"{cls.__name__}.{name}"
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
-
-
-def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, groups: Mapping[str, Any] | None = None) -> None:
-    """Add an option for every field of dataclass `cls`; a field that is itself a dataclass
-    adds its own fields, in `groups[field name]` (an argument group) when given."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        spec = f.metadata.get("cli") or option()["cli"]
-        if not spec["enabled"]:
-            continue
-        if dataclasses.is_dataclass(hints[f.name]):
-            add_arguments((groups or {}).get(f.name, parser), hints[f.name], groups)
-            continue
-        kind, optional, length = _hint(cls, f.name)
-        default = _default(f)
-        flag = "--" + (spec["flag"] or f.name.replace("_", "-"))
-        helptext = spec["help"]
-        if default not in (dataclasses.MISSING, None) and kind is not bool and spec["const"] is None:
-            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-            helptext = f"{helptext} (default: {shown})" if helptext else f"default: {shown}"
-        kw: dict[str, Any] = dict(dest=_dest(cls, f.name), default=argparse.SUPPRESS, help=helptext or None)
-        if spec["positional"]:
-            parser.add_argument(kw.pop("dest"), metavar=spec["metavar"], type=kind, help=kw["help"])
-            continue
-        names = [flag, *spec["aliases"]]
-        if spec["const"] is not None:
-            kw.update(action="store_const", const=spec["const"])
-        elif kind is bool and spec["choices"] is None:
-            if spec["negatable"]:
-                kw["action"] = argparse.BooleanOptionalAction
-            elif default is True:
-                names, kw["action"] = ["--no-" + flag[2:]], "store_false"
-            else:
-                kw["action"] = "store_true"
-        else:
-            choices = spec["choices"]
-            kw["type"] = str if isinstance(choices, Mapping) else kind
-            if choices is not None:
-                kw["choices"] = list(choices)
-            else:
-                kw["metavar"] = spec["metavar"] or f.name.upper()
-            if length:
-                kw["nargs"] = length
-            if default is dataclasses.MISSING:
-                kw["required"] = True
-        parser.add_argument(*names, **kw)
 
 
 def given(cls: type, ns: argparse.Namespace) -> dict[str, Any]:
     """The fields of `cls` (not of its nested dataclasses) given on the command line."""
     out = {}
     for f in dataclasses.fields(cls):
-        dest = _dest(cls, f.name)
+        dest = option_dest(cls, f.name)
         if not hasattr(ns, dest):
             continue
         value = getattr(ns, dest)
@@ -150,7 +83,7 @@ def namespace(cls: type, **values: Any) -> argparse.Namespace:
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name])
             else:
-                dests.setdefault(f.name, _dest(c, f.name))
+                dests.setdefault(f.name, option_dest(c, f.name))
 
     walk(cls)
     unknown = sorted(set(values) - set(dests))

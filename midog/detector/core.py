@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..config.settings import REFERENCE, DetectorConfig
-from ..results.detections import Detections
+from ..config import REFERENCE, DetectorConfig
+from .detections import Detections, Thumbnail
 from .device import auto_batch_size, bf16_supported, pick_device
 from ..errors import TimeBudgetError
 
@@ -224,6 +224,7 @@ class Detector:
         tissue_only: bool | None = None,
         min_score: float | None = None,
         deadline: float | None = None,
+        thumbnail_side: int | None = None,
     ) -> Detections:
         """Every candidate above `min_score` (default `candidate_threshold`) after both NMS
         stages, best first.
@@ -233,6 +234,8 @@ class Detector:
         asks for the operating point and post-processes several times fewer boxes.
         `tissue_only` skips background tiles (default: on for whole-slide images only).
         `deadline` (time.monotonic()) stops the image between batches with TimeBudgetError.
+        `thumbnail_side`: also keep a thumbnail of at most that many pixels a side in the
+        result, read while the image is open (for counts and overlays).
         """
         from tqdm import tqdm
 
@@ -276,6 +279,8 @@ class Detector:
             boxes, scores, classes = (list(part) for part in zip(*per_tile)) if per_tile else ([], [], [])
             spacing = slide.spacing_mm
             width, height = slide.width, slide.height
+            offset = slide.offset_px
+            thumbnail = Thumbnail(*slide.thumbnail(thumbnail_side)) if thumbnail_side else None
         boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
         scores_a = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         classes_a = np.concatenate(classes) if classes else np.zeros(0, np.int64)
@@ -285,7 +290,10 @@ class Detector:
         boxes_a, scores_a, classes_a = boxes_a[inside], scores_a[inside], classes_a[inside]
         keep = distance_nms(boxes_a, scores_a, cfg.distance_nms_px, min_score)
         info = {"tiles": len(origins), "tiles_skipped": skipped, "seconds": time.perf_counter() - started}
-        return Detections(boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info, self.threshold)
+        return Detections(
+            boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info, self.threshold,
+            image_size=(width, height), offset_px=offset, thumbnail=thumbnail, image=Path(image),
+        )
 
     def _tile_results(
         self, origins: list[tuple[int, int]], class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float
@@ -302,10 +310,8 @@ class Detector:
         self, image: str | Path, style: str = "2021", mpp: float | None = None, progress: bool = False, tissue_only: bool | None = None,
         deadline: float | None = None,
     ) -> dict[str, Any]:
-        from ..results.output import multiple_points
-
         detections = self.detect(image, mpp, progress, tissue_only, self.min_score_for(style), deadline=deadline)
-        return multiple_points(detections, self.threshold, style)
+        return detections.to_json(style)
 
     def min_score_for(self, style: str) -> float:
         """Candidates an output style needs: the 2021 file lists only points above the

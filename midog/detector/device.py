@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config.settings import DetectorConfig
+from ..config import DetectorConfig
 from ..errors import MidogError
 
 if TYPE_CHECKING:
@@ -82,6 +82,8 @@ def diagnose_cuda() -> str | None:
 
 
 def warn(message: str) -> None:
+    # Printed, not logged: a GPU that torch cannot use must reach the operator's console
+    # even under --quiet or a platform's own logging set-up.
     bar = "!" * 78
     print(f"{bar}\nWARNING: {message}\n{bar}", file=sys.stderr, flush=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 
 
 def tile_origins(width: int, height: int, config: DetectorConfig = REFERENCE) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ..config.settings import AP_BOX_HALF_SIZE_MM, AP_IOU
+from ..config import AP_BOX_HALF_SIZE_MM, AP_IOU
 from .io import Candidates
 from .metrics import score_case
 

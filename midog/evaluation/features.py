@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 from ..errors import MidogError
 from ..slides.readers import OPENSLIDE_SUFFIXES
 
@@ -88,7 +88,7 @@ def plot_embedding(embedding: np.ndarray, scanners: Sequence[str], path: str | P
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    from ..config.settings import MIDOG_SCANNERS
+    from ..config import MIDOG_SCANNERS
 
     fig = Figure(figsize=(7, 6), dpi=120, layout="constrained")
     ax = fig.add_subplot()

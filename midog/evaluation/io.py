@@ -7,16 +7,15 @@ the file and what is wrong with it.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config.settings import MIDOG_SCANNERS
-from ..results.detections import MITOTIC, NON_MITOTIC
+from ..config import MIDOG_SCANNERS
+from ..detector.detections import NON_MITOTIC
+from ..results.reader import point_xyz, load_json, parse_points
 from ..errors import MidogError
 
 MIDOG_MITOTIC_CATEGORY = 1
@@ -53,52 +52,6 @@ class GroundTruth:
 def image_stem(name: str) -> str:
     """'001.tiff' -> '001'; prediction files are named after the image's stem."""
     return Path(name).stem
-
-
-def load_json(path: Path, what: str = "file") -> Any:
-    """A JSON file's content, or a MidogError naming the file and what is wrong."""
-    if not path.is_file():
-        raise MidogError(f"{path}: {what} not found")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MidogError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int in Python, but true/false in a coordinate is a broken file.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _point_xyz(value: Any, path: Path, where: str) -> list[float]:
-    if not isinstance(value, (list, tuple)) or len(value) not in (2, 3) or not all(_is_number(v) for v in value):
-        raise MidogError(f"{path}: {where} is not a point [x_mm, y_mm, z]: {value!r}")
-    return [float(v) for v in value] + [0.0] * (3 - len(value))
-
-
-def parse_points(data: Any, path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A "Multiple points" file's content, in any of the shapes the containers write (2021:
-    points only, all mitotic figures; 2022 and 2025: every candidate named and scored) ->
-    (points (n, 3) mm, probabilities (NaN where none is given), names ("mitotic figure"
-    where none is given)). Evaluation, exports and counts all read results through this."""
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-        raise MidogError(f'{path}: not a "Multiple points" answer (needs a "points" list)')
-    if data.get("type", "Multiple points") != "Multiple points":
-        raise MidogError(f'{path}: type is {data["type"]!r}, expected "Multiple points"')
-    xyz, prob, names = [], [], []
-    for i, entry in enumerate(data["points"]):
-        where = f"points[{i}]"
-        if not isinstance(entry, dict) or "point" not in entry:
-            raise MidogError(f'{path}: {where} has no "point"')
-        xyz.append(_point_xyz(entry["point"], path, f"{where}.point"))
-        if "probability" in entry and not _is_number(entry["probability"]):
-            raise MidogError(f"{path}: {where}.probability is not a number: {entry['probability']!r}")
-        prob.append(float(entry.get("probability", math.nan)))
-        name = entry.get("name", MITOTIC)
-        if not isinstance(name, str):
-            raise MidogError(f"{path}: {where}.name is not a string: {name!r}")
-        names.append(name)
-    return np.asarray(xyz, float).reshape(-1, 3), np.asarray(prob, float), names
 
 
 def read_prediction_file(path: str | Path) -> Candidates:
@@ -220,7 +173,7 @@ def read_ground_truth(
     for name, pts in data.items():
         if not isinstance(pts, list):
             raise MidogError(f"{path}: entry {name!r} is not a list of points")
-        xyz = [_point_xyz(p, path, f"{name}[{i}]") for i, p in enumerate(pts)]
+        xyz = [point_xyz(p, path, f"{name}[{i}]") for i, p in enumerate(pts)]
         points[name] = np.asarray(xyz, float).reshape(-1, 3)
     return GroundTruth(points, None)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from evalutils.scorers import DetectionScore, score_detection
 
-from ..config.settings import MATCH_RADIUS_MM
+from ..config import MATCH_RADIUS_MM
 
 __all__ = ["DetectionScore", "score_case", "score_cases", "totals", "rates", "case_entry"]
 

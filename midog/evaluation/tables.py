@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
-from ..config.settings import MIDOG_SCANNERS
+from ..config import MIDOG_SCANNERS
 from . import ap as ap_mod
 from .io import Candidates
 from .metrics import DetectionScore, case_entry, rates, score_cases, totals

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 
 
 def feature_sizes(tile_size: int) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 
 
 def _scale(ref: torch.Tensor, config: DetectorConfig) -> torch.Tensor:

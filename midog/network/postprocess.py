@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from torchvision.ops import nms
 
 from .box_coding import cthw_to_tlbr, decode, tlbr_to_cthw, yx_to_xy
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 
 
 def tile_boxes(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 from ..errors import MidogError
 
 

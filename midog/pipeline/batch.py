@@ -13,7 +13,6 @@ options), so a rerun skips what is finished and redoes what changed (`batch_inpu
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -41,7 +40,7 @@ from .inputs import (
     is_finished,
     output_targets,
 )
-from .image import DetectOptions, Detector, add_detection_args, default_weights, detect_or_error
+from .image import DetectOptions, detect_or_error
 from ..errors import MidogError, WriteError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,6 @@ __all__ = [
     "REPORT_FIELDS",
     "REPORT_NAME",
     "DetectorWorker",
-    "add_cli",
     "collect_images",
     "file_sha256",
     "fingerprint_path",
@@ -75,17 +73,6 @@ INSTALL_HINT = 'midog batch needs Ray: pip install "midog[distributed]" (or pip 
 # ---------------------------------------------------------------------------
 
 
-class _RecordingDetector(Detector):
-    """A Detector that keeps the last image's run info (tile count) for the report."""
-
-    last_info: dict[str, Any] = {}
-
-    def detect(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        detections = super().detect(*args, **kwargs)
-        self.last_info = detections.info
-        return detections
-
-
 class DetectorWorker:
     """One Ray actor: a loaded detector that runs whole slides, one at a time."""
 
@@ -93,7 +80,7 @@ class DetectorWorker:
         import torch
 
         torch.set_num_threads(threads)
-        self.detector = options.detector(Path(weights), _RecordingDetector)
+        self.detector = options.detector(Path(weights))
 
     def pid(self) -> int:
         return os.getpid()
@@ -102,19 +89,18 @@ class DetectorWorker:
         """Detect and write one image; an error is returned, not raised, so the driver
         records it and the worker goes on with the next slide."""
         started = time.perf_counter()
-        self.detector.last_info = {}
         # The same per-image error handling as `midog detect`: any failure becomes one line
         # and leaves no earlier output for that image behind.
-        disk_full = False
+        disk_full, info = False, {}
         try:
-            _, error = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
+            _, error, info = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
         except WriteError as exc:  # the output disk is full: the driver stops handing out slides
             error, disk_full = str(exc), True
         return {
             "status": "failed" if error else "ok",
             "error": error,
             "seconds": round(time.perf_counter() - started, 3),
-            "tiles": self.detector.last_info.get("tiles"),
+            "tiles": info.get("tiles"),
             "disk_full": disk_full,
         }
 
@@ -367,41 +353,3 @@ def _last_line(exc: BaseException) -> str:
     """Ray's errors carry the remote traceback; its last line is the cause."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(exc).__name__
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from ..config import checks as options
-
-    p = subparsers.add_parser(
-        "batch",
-        help="detect on many images with Ray workers (local or a cluster); resumable",
-        description=(
-            "Detect mitotic figures on many images with Ray: each worker keeps one detector loaded and "
-            "writes DIR/<image stem>.json, byte for byte what `midog detect` writes. DIR/batch-report.json "
-            "(and .csv) records every image as ok, failed or skipped; a rerun skips images already finished "
-            "with the same input, weights and options. Inputs and DIR must be paths every Ray node sees. "
-            "Needs Ray: pip install \"midog[distributed]\"."
-        ),
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs, or .txt/.csv lists of paths")
-    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for <image stem>.json, the report and fingerprints")
-    p.add_argument("--workers", type=options.positive_int, default=None, metavar="N", help="Ray workers (default: one per GPU of the cluster, else one per node)")
-    p.add_argument("--address", default=None, metavar="ADDR", help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray)")
-    p.add_argument("--gpus-per-worker", type=options.positive, default=None, metavar="F", help="GPUs per worker, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
-    p.add_argument(
-        "--cpus-per-worker",
-        type=options.positive_int,
-        default=None,
-        metavar="N",
-        help="CPUs per worker, also its PyTorch threads (default: 1 with a GPU, else all of a node's, as midog detect uses, "
-        "which keeps outputs byte-identical to it; fewer run faster with several workers per node, differing in the last float bit)",
-    )
-    p.add_argument("--force", action="store_true", help="redo every image, even those already finished")
-    p.add_argument("--dashboard", action="store_true", help="with a local Ray: start Ray's dashboard, on 127.0.0.1 only (default: off)")
-    add_detection_args(p)
-    p.set_defaults(
-        run=lambda a: run_batch(
-            a.inputs, a.output, a.weights or default_weights(), DetectOptions.from_args(a), a.workers, a.address, a.gpus_per_worker,
-            a.cpus_per_worker, a.force, a.progress, a.dashboard,
-        )
-    )

@@ -1,5 +1,5 @@
-"""The mitotic count (`midog count`): mitotic figures in tissue, per mm², the hotspot of a
-given area holding the most of them, and the Nottingham mitotic score for that area.
+"""The mitotic count: mitotic figures in tissue, per mm², the hotspot of a given area
+holding the most of them, and the Nottingham mitotic score for that area.
 
 Only points named "mitotic figure", or unnamed points (2021 files list only those), count;
 a point counts when it lies in the tissue mask, and the hotspot's centre must lie there too.
@@ -13,19 +13,15 @@ published per-microscope tables are derived (2 mm²: 0-7, 8-14, 15+).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import MidogError
-from .hotspot import SHAPES, Hotspot, TissueMap, find_hotspot, held_mask
-from .reader import Points, read_points
-from ..slides.spacing import add_points_parser
+from ..detector.detections import Detections, Thumbnail
+from .hotspot import Hotspot, TissueMap, find_hotspot, held_mask
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +39,11 @@ class CountOptions:
     heatmap: bool = False  # in the overlay
 
 
+def field_area_mm2(diameter_mm: float, fields: int) -> float:
+    """The area a microscope counts in `fields` round fields of `diameter_mm`."""
+    return fields * math.pi * (diameter_mm / 2) ** 2
+
+
 def score_cutoffs(area_mm2: float) -> tuple[int, int]:
     """The counts in `area_mm2` from which the mitotic score is 2 and 3."""
     # Rounded before ceil so that 2.74 mm² gives exactly 10 and 20, not 11 by float noise.
@@ -54,12 +55,13 @@ def mitotic_score(count: int, area_mm2: float) -> int:
     return 3 if count >= three else 2 if count >= two else 1
 
 
-def tissue_map(thumbnail: np.ndarray, downsample: float, size_px: tuple[int, int], spacing_mm: tuple[float, float]) -> TissueMap:
+def tissue_map(thumbnail: Thumbnail, size_px: tuple[int, int], spacing_mm: tuple[float, float]) -> TissueMap:
     """The tissue mask of a thumbnail, placed on the image in mm. Undilated: it measures area."""
-    from ..slides.tissue import tissue_mask
+    from ..slides.tissue import tissue_mask  # scipy: loaded when counting, not for `midog --help`
 
     sx, sy = spacing_mm
-    return TissueMap(tissue_mask(thumbnail, dilate_px=0), (downsample * sx, downsample * sy), (size_px[0] * sx, size_px[1] * sy))
+    d = thumbnail.downsample
+    return TissueMap(tissue_mask(thumbnail.pixels, dilate_px=0), (d * sx, d * sy), (size_px[0] * sx, size_px[1] * sy))
 
 
 def area_in_tissue(tissue: TissueMap, spot: Hotspot) -> float:
@@ -80,10 +82,13 @@ class CountResult:
     tissue: TissueMap
     figures_mm: np.ndarray  # the mitotic figures in tissue
     hotspot: Hotspot
+    detections: Detections | None = None  # what was counted, with the thumbnail the overlay draws
 
 
-def count(points: Points, tissue: TissueMap, spacing_mm: tuple[float, float], options: CountOptions = CountOptions()) -> CountResult:
-    figures = points.xy_mm[points.mitotic]
+def count_in_tissue(detections: Detections, tissue: TissueMap, options: CountOptions = CountOptions()) -> CountResult:
+    """Count the mitotic figures of `detections` that lie in `tissue`, and find the hotspot."""
+    spacing_mm = detections.spacing_mm
+    figures = detections.xy_mm[detections.mitotic()]
     figures = figures[tissue.contains(figures)] if len(figures) else figures
     area = tissue.area_mm2()
     spot = find_hotspot(figures, tissue, options.shape, options.area_mm2)
@@ -112,27 +117,22 @@ def count(points: Points, tissue: TissueMap, spacing_mm: tuple[float, float], op
         "score_source": SCORE_SOURCE,
         "spacing_mm": list(spacing_mm),
     }
-    return CountResult(summary, tissue, figures, spot)
+    return CountResult(summary, tissue, figures, spot, detections)
 
 
-def count_image(points: Points, image: Path, mpp: float | None, options: CountOptions, overlay: Path | None = None) -> CountResult:
-    """Count on `image` (its tissue mask and spacing); draw the overlay when asked."""
-    from ..slides.readers import open_slide
-
-    with open_slide(image, mpp) as slide:
-        thumbnail, downsample = slide.thumbnail(THUMBNAIL_SIDE)
-        spacing, size = slide.spacing_mm, (slide.width, slide.height)
-    result = count(points, tissue_map(thumbnail, downsample, size, spacing), spacing, options)
+def count(detections: Detections, options: CountOptions = CountOptions()) -> CountResult:
+    """Count on the image the detections were made on: its tissue from their thumbnail
+    (`Detector.detect(..., thumbnail_side=THUMBNAIL_SIDE)` or `reader.with_image`)."""
+    if detections.thumbnail is None or detections.image_size is None:
+        raise ValueError("counting needs the image's thumbnail and size beside the detections")
+    image = detections.image
+    result = count_in_tissue(detections, tissue_map(detections.thumbnail, detections.image_size, detections.spacing_mm), options)
     if result.hotspot.center_mm is None:
         log.warning("midog count: warning: %s: no tissue found, so no hotspot and no score", image)
     elif result.summary["hotspot"]["area_in_tissue_mm2"] < 0.9 * options.area_mm2:
         share = result.summary["hotspot"]["area_in_tissue_mm2"] / options.area_mm2
         log.warning("midog count: warning: %s: only %.0f%% of the %g mm² hotspot is tissue; the score assumes the whole area",
                     image, 100 * share, options.area_mm2)
-    if overlay is not None:
-        from .overlay import draw_overlay
-
-        draw_overlay(thumbnail, downsample, size, spacing, result, overlay, heatmap=options.heatmap)
     return result
 
 
@@ -144,50 +144,3 @@ def describe(result: CountResult) -> str:
         h = s["hotspot"]
         text += f", hotspot {h['count']} in {h['area_mm2']:g} mm² {h['shape']}, score {s['score']}"
     return text
-
-
-def add_count_options(p: argparse.ArgumentParser) -> None:
-    """The hotspot options, shared by `midog count` and `midog detect --count`."""
-    p.add_argument("--area-mm2", type=float, default=None, help=f"hotspot area in mm² (default {DEFAULT_AREA_MM2:g})")
-    p.add_argument("--shape", choices=SHAPES, default="circle", help="hotspot shape (square: axis-aligned)")
-    p.add_argument("--field-diameter-mm", type=float, default=None, help="instead of --area-mm2: a microscope's field diameter ...")
-    p.add_argument("--fields", type=int, default=10, help="... and the number of fields (default 10): area = fields x field area")
-    p.add_argument("--heatmap", action="store_true", help="add a density heatmap (mitoses per mm²) to the overlay")
-
-
-def options_from_args(args: argparse.Namespace) -> CountOptions:
-    if args.field_diameter_mm is not None and args.area_mm2 is not None:
-        raise MidogError("give either --area-mm2 or --field-diameter-mm (with --fields), not both")
-    if args.field_diameter_mm is not None:
-        if args.field_diameter_mm <= 0 or args.fields < 1:
-            raise MidogError("--field-diameter-mm must be positive and --fields at least 1")
-        area = args.fields * math.pi * (args.field_diameter_mm / 2) ** 2
-    else:
-        area = DEFAULT_AREA_MM2 if args.area_mm2 is None else args.area_mm2
-    if not area > 0:
-        raise MidogError(f"--area-mm2 must be positive, not {area:g}")
-    return CountOptions(area, args.shape, args.heatmap)
-
-
-def _run_count(args: argparse.Namespace) -> int:
-    from .output import write_json_atomic
-
-    options = options_from_args(args)
-    result = count_image(read_points(args.result), args.image, args.mpp, options, args.overlay)
-    target = args.output or args.result.with_name(args.result.stem + ".count.json")
-    write_json_atomic(target, result.summary)
-    print(f"{args.result}: {describe(result)} -> {target}")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = add_points_parser(
-        subparsers, "count", image_required=True,  # tissue and hotspot need the pixels, not only the spacing
-        help="mitotic count, mitoses per mm², the hotspot and the mitotic score",
-        result=("PREDICTIONS.json", 'a "Multiple points" result (any style)'),
-        image_help="the image: its tissue and spacing",
-    )
-    add_count_options(p)
-    p.add_argument("--output", "-o", type=Path, default=None, help="COUNT.json (default: <predictions stem>.count.json beside it)")
-    p.add_argument("--overlay", type=Path, default=None, metavar="PICTURE.png", help="draw the thumbnail with tissue, figures and hotspot")
-    p.set_defaults(run=_run_count)

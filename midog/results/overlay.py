@@ -31,15 +31,8 @@ def output_size(size_px: tuple[int, int], spacing_mm: tuple[float, float]) -> tu
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def draw_overlay(
-    thumbnail: np.ndarray,
-    downsample: float,
-    size_px: tuple[int, int],
-    spacing_mm: tuple[float, float],
-    result: "CountResult",
-    path: str | Path,
-    heatmap: bool = False,
-) -> Path:
+def draw_overlay(result: "CountResult", path: str | Path, heatmap: bool = False) -> Path:
+    """Draw a count (its detections carry the thumbnail and the image's size) into `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,6 +41,11 @@ def draw_overlay(
 
     from ..atomic import write_bytes_atomic
 
+    detections = result.detections
+    if detections is None or detections.thumbnail is None or detections.image_size is None:
+        raise ValueError("the overlay needs a count whose detections carry the image's thumbnail and size")
+    size_px, spacing_mm = detections.image_size, detections.spacing_mm
+    thumbnail, downsample = detections.thumbnail.pixels, detections.thumbnail.downsample
     sx, sy = spacing_mm
     width, height = size_px[0] * sx, size_px[1] * sy  # mm
     out_w, out_h = output_size(size_px, spacing_mm)

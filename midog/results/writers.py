@@ -1,22 +1,26 @@
-"""What `midog detect --export ... --count` writes beside each image's JSON: viewer exports
-(<stem>.geojson, <stem>.xml, <stem>.csv), the count (<stem>.count.json) and its picture
-(<stem>.overlay.png). Everything derives from the JSON and the image, as `midog export`
-and `midog count` would derive it later."""
+"""Everything written for one image, from its `Detections`: the challenge JSON (<stem>.json)
+and, when asked, the viewer exports (<stem>.geojson, <stem>.xml, <stem>.csv), the count
+(<stem>.count.json) and its picture (<stem>.overlay.png). `midog detect` and every batch
+runner write through `write_result`, so the same image gives the same bytes whichever ran
+it, and `midog export` / `midog count` on the JSON file later give the same bytes again."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .count import CountOptions, add_count_options, count_image, describe, options_from_args
+from ..atomic import write_json_atomic
+from ..detector.detections import Detections
+from .count import THUMBNAIL_SIDE, CountOptions, count, describe
 from .exports import FORMATS, export
-from .reader import points_from_json
+
+__all__ = ["Extras", "write_result"]
 
 
 @dataclass(frozen=True)
 class Extras:
+    """What is written beside each result JSON."""
+
     exports: tuple[str, ...] = ()
     count: CountOptions | None = None
     overlay: bool = False
@@ -24,37 +28,26 @@ class Extras:
     def __bool__(self) -> bool:
         return bool(self.exports) or self.count is not None
 
+    @property
+    def thumbnail_side(self) -> int | None:
+        """The thumbnail the detector should keep while the image is open: counts need one."""
+        return THUMBNAIL_SIDE if self.count is not None else None
 
-def write_extras(result: dict[str, Any], target: Path, image: Path, mpp: float | None, extras: Extras, spacing_mm: tuple[float, float]) -> str:
-    """Write the extras for one image's `result` (already written to `target`, its points in
-    mm at `spacing_mm`, the spacing the detector used); returns a note for the summary line."""
-    from .output import write_json_atomic
 
+def write_result(detections: Detections, target: Path, style: str, extras: Extras | None = None) -> str:
+    """Write the result JSON of `style` to `target` and the `extras` beside it; returns a
+    note for the summary line (empty without extras)."""
+    write_json_atomic(target, detections.to_json(style))
     if not extras:
         return ""
-    points = points_from_json(result, target)
-    notes = [str(export(points, spacing_mm, fmt, target.with_suffix(FORMATS[fmt]))) for fmt in extras.exports]
+    written = detections.as_written(style)  # what the file says: the extras derive from that
+    notes = [str(export(written, fmt, target.with_suffix(FORMATS[fmt]))) for fmt in extras.exports]
     if extras.count is not None:
-        overlay = target.with_name(target.stem + ".overlay.png") if extras.overlay else None
-        counted = count_image(points, image, mpp, extras.count, overlay)
+        counted = count(written, extras.count)
         write_json_atomic(target.with_name(target.stem + ".count.json"), counted.summary)
+        if extras.overlay:
+            from .overlay import draw_overlay
+
+            draw_overlay(counted, target.with_name(target.stem + ".overlay.png"), heatmap=extras.count.heatmap)
         notes.append(describe(counted))
     return "; ".join(notes)
-
-
-def add_extras_cli(p: argparse.ArgumentParser) -> None:
-    """--export, --count (with the hotspot options) and --overlay for `midog detect`."""
-    group = p.add_argument_group("exports and count (written beside each JSON output)")
-    group.add_argument("--export", action="append", choices=list(FORMATS), default=[], help="also write <stem>.geojson (QuPath), .xml (ASAP) or .csv; repeatable")
-    group.add_argument("--count", action="store_true", help="also write <stem>.count.json: mitotic count, per mm², hotspot, score")
-    group.add_argument("--overlay", action="store_true", help="with --count: also draw <stem>.overlay.png")
-    add_count_options(group)  # type: ignore[arg-type]
-
-
-def extras_from_args(args: argparse.Namespace) -> Extras:
-    from ..errors import MidogError
-
-    if args.overlay and not args.count:
-        raise MidogError("--overlay draws the count's picture: add --count")
-    count = options_from_args(args) if args.count else None
-    return Extras(tuple(dict.fromkeys(args.export)), count, args.overlay)

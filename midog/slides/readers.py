@@ -9,7 +9,8 @@ this module, one concern each: `pixels` (one conversion rule per pixel type), `s
 (where spacing comes from and when it is plausible), `limits` (what an image may cost) and
 `tiff_layout` (series choice, sparse and truncated chunks). Any file that fails a check is
 an `ImageError` naming the file and the problem. Their public names are importable from
-here as well.
+here as well, with the other readers': `slide` (the `Slide` interface, and `ArraySlide` for
+images held whole) and `wsi` (vendor whole-slide formats through openslide).
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ from .spacing import (
     PLAUSIBLE_MPP,
     RESOLUTION_UNITS_MM,
     SPACING_TOLERANCE,
-    _check_mpp,
     _number,
     check_spacing,
     mpp_spacing,
     page_spacing_mm,
     tiff_spacing_mm,
 )
+from .slide import ArraySlide, Slide
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
+from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide, is_vendor_wsi
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -66,68 +68,9 @@ __all__ = [
     "tiff_spacing_mm",
     "to_rgb_uint8",
     "ycbcr_to_rgb",
-    "_check_mpp",
 ]
 
-OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 WHITE = 255  # what missing (sparse) TIFF tiles read as: glass, i.e. background
-
-
-class Slide:
-    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel."""
-
-    path: Path
-    width: int
-    height: int
-    spacing_mm: tuple[float, float]
-
-    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
-        raise NotImplementedError
-
-    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        """A low-resolution RGB view and its downsample factor, for tissue detection."""
-        raise NotImplementedError
-
-    def is_blank(self, x: int, y: int, w: int, h: int) -> bool:
-        """True when the file stores no pixels for this region (sparse TIFF tiles)."""
-        return False
-
-    @property
-    def is_whole_slide(self) -> bool:
-        """Pyramidal / vendor slides: tissue detection pays off and is on by default."""
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "Slide":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# ---------------------------------------------------------------------------
-# Readers
-# ---------------------------------------------------------------------------
-
-
-class ArraySlide(Slide):
-    """An image held whole in memory (SimpleITK formats and small images)."""
-
-    def __init__(self, path: Path, pixels: np.ndarray, spacing_mm: tuple[float, float]) -> None:
-        self.path = path
-        self.pixels = pixels
-        self.height, self.width = pixels.shape[:2]
-        self.spacing_mm = spacing_mm
-
-    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        return self.pixels[y : y + h, x : x + w]
-
-    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        step = max(1, int(np.ceil(max(self.width, self.height) / max_side)))
-        return self.pixels[::step, ::step], float(step)
 
 
 class _Band:
@@ -291,46 +234,6 @@ class TiffSlide(Slide):
 
 
 
-class OpenSlideSlide(Slide):
-    """Whole-slide formats: regions are decoded on demand, never the whole level."""
-
-    def __init__(self, path: Path, mpp: float | None, limits: Limits = DEFAULT_LIMITS) -> None:
-        import openslide
-
-        try:
-            self._slide = openslide.OpenSlide(str(path))
-        except openslide.OpenSlideError as exc:
-            raise ImageError(path, f"cannot open whole-slide image ({exc})") from None
-        self.path = path
-        self.width, self.height = self._slide.dimensions
-        limits.check_pixels(path, self.width, self.height)
-        if mpp is None:
-            props = self._slide.properties
-            raw = props.get(openslide.PROPERTY_NAME_MPP_X)
-            if raw is None:
-                raise ImageError(path, f"no pixel spacing (microns per pixel) in the slide{limits.mpp_hint()}")
-            raw_y = props.get(openslide.PROPERTY_NAME_MPP_Y) or raw
-            spacing = (_number(path, raw) / 1000.0, _number(path, raw_y) / 1000.0)
-            self.spacing_mm = check_spacing(path, spacing, "the slide's MPP property", limits)
-        else:
-            self.spacing_mm = mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
-
-    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
-        return region[:, :, :3]
-
-    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
-        return thumb, self.width / thumb.shape[1]
-
-    @property
-    def is_whole_slide(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._slide.close()
-
-
 def _sitk_reason(exc: RuntimeError) -> str:
     """The one informative line of a SimpleITK exception (it leads with C++ file names)."""
     for line in reversed(str(exc).splitlines()):
@@ -371,16 +274,6 @@ def _read_sitk(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray,
     return pixels, (sx, sy)
 
 
-def _is_vendor_wsi(path: Path) -> bool:
-    import openslide
-
-    try:
-        fmt = openslide.OpenSlide.detect_format(str(path))
-    except Exception:  # detect_format raises on some unreadable files; SimpleITK will report those
-        return False
-    return fmt is not None and fmt != "generic-tiff"
-
-
 def check_file(path: Path) -> None:
     """The file-system problems, each in its own words rather than "file not found"."""
     try:
@@ -412,7 +305,7 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     check_file(path)
     check_tiff_structure(path)
     suffix = path.suffix.lower()
-    if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and _is_vendor_wsi(path)):
+    if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
         return OpenSlideSlide(path, mpp, limits)
 
     if suffix in {".tif", ".tiff"} and _is_tiff(path):

@@ -3,17 +3,14 @@ user's --mpp) and the plausibility rules every spacing passes before it reaches 
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
 
+from ..config.checks import PLAUSIBLE_MPP
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
 
-# Spacings outside this range are not microscopy: 72 or 300 dpi defaults written by
-# ordinary image tools would otherwise turn pixels into bogus millimetres.
-PLAUSIBLE_MPP = (0.01, 50.0)
 # Scanners write x and y spacings that differ in the last digits; each axis then keeps its
 # own. A larger difference is a broken header, not a pixel shape, and is refused.
 SPACING_TOLERANCE = 0.02
@@ -42,10 +39,6 @@ def check_spacing(path: Path, spacing_mm: tuple[float, float], source: str, limi
 
 def mpp_spacing(path: Path, mpp: float, source: str, limits: Limits = DEFAULT_LIMITS) -> tuple[float, float]:
     return check_spacing(path, (mpp / 1000.0, mpp / 1000.0), source, limits)
-
-
-def _check_mpp(path: Path, mpp: float, source: str) -> tuple[float, float]:
-    return mpp_spacing(path, mpp, source)
 
 
 # TIFF ResolutionUnit -> mm; 4 and 5 (mm, um) are tifffile's extensions, used by some tools.
@@ -109,15 +102,3 @@ def _number(path: Path, raw: Any) -> float:
         return float(raw)
     except (TypeError, ValueError):
         raise ImageError(path, f"the slide's MPP property {raw!r} is not a number") from None
-
-
-def add_points_parser(
-    subparsers: argparse._SubParsersAction, name: str, help: str, result: tuple[str, str], image_help: str, image_required: bool = False
-) -> argparse.ArgumentParser:
-    """A command that reads a points result (`result`: its metavar and help) and converts
-    between pixels and mm: the result, then --image and --mpp, the two ways to the spacing."""
-    p = subparsers.add_parser(name, help=help)
-    p.add_argument("result", type=Path, metavar=result[0], help=result[1])
-    p.add_argument("--image", type=Path, required=image_required, default=None, help=image_help)
-    p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding the image's spacing or standing in for it")
-    return p

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config.settings import AugmentConfig  # noqa: F401 - its home is midog.config.settings; imported from here too
+from ..config import AugmentConfig  # noqa: F401 - its home is midog.config.settings; imported from here too
 
 
 def random_matrix(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config.settings import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER, REFERENCE, DetectorConfig
+from ..config import MIDOG_SCANNERS, MIDOG_UNLABELED_SCANNER, REFERENCE, DetectorConfig
 from ..errors import MidogError
 from ..evaluation.io import load_json
 

@@ -28,9 +28,7 @@ import csv
 import json
 import logging
 import math
-import subprocess
 import time
-import warnings
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,8 +38,10 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config.settings import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
+from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
+from .checkpoints import atomic_save, code_version, init_backbone
+from .curves import plot_log
 from .schedule import OneCycle, grl_alpha
 
 log = logging.getLogger(__name__)
@@ -98,23 +98,6 @@ def make_batch(
     )
 
 
-def code_version() -> str:
-    from .. import __version__
-
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return f"{__version__}+{rev}" if rev else __version__
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
     from ..detector.device import pick_device
 
@@ -127,30 +110,6 @@ def resolve_device(cfg: RunConfig) -> tuple[torch.device, str | None]:
     if amp == "fp16" and device.type != "cuda":
         raise MidogError("--amp fp16 needs CUDA; on the CPU use bf16")
     return device, (None if amp == "off" else amp)
-
-
-def init_backbone(model: torch.nn.Module, spec: str) -> str:
-    """Load ImageNet ResNet18 weights into the encoder; returns what was used."""
-    if spec == "none":
-        return "random"
-    try:
-        if spec == "imagenet":
-            import torchvision
-
-            state = torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1).state_dict()
-        else:
-            state = torch.load(spec, map_location="cpu", weights_only=True)
-    except Exception as exc:  # offline, missing file, bad file: all end in random init
-        warnings.warn(
-            f"ImageNet backbone weights unavailable ({type(exc).__name__}: {exc}); "
-            "training from RANDOM initialisation, which needs far more data and epochs",
-            stacklevel=2,
-        )
-        return "random (ImageNet weights unavailable)"
-    missing = model.encoder.load_torchvision(state)
-    if missing:
-        raise MidogError(f"{spec}: not a ResNet18 state_dict (missing {missing[:4]})")
-    return spec
 
 
 # ---------------------------------------------------------------------------
@@ -429,41 +388,3 @@ def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -
     elif last.is_file():
         raise MidogError(f"{trainer.out} already holds a run; pass --resume to continue it or choose another folder")
     return trainer.run(stop_after)
-
-
-def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
-    """An inference file from a checkpoint: the full state_dict (float16 when `half`) and
-    the metadata, nothing else; `load_model` widens float16 back to float32."""
-    from ..network.retinanet import read_state_dict
-
-    state, meta = read_state_dict(src)
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save({"model": state, "meta": meta}, dst)
-    return dst
-
-
-def plot_log(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train_loss", "train_det", "train_dom", "val_det", "val_dom"):
-        pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
-        if pts:
-            a.plot(*zip(*pts), label=key, marker=".")
-    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.set_yscale("log"), a.legend()
-    for key in ("aucpr", "f1", "mean_f1", "threshold", "alpha"):
-        pts = [(e, r[key]) for e, r in zip(ep, rows) if key in r]
-        if pts:
-            b.plot(*zip(*pts), label=key, marker=".")
-    b.set_xlabel("epoch"), b.set_ylim(0, 1.02), b.legend()
-    fig.tight_layout()
-    with atomic_path(path, keep_extension=True) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)

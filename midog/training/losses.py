@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from ..config.settings import Recipe
+from ..config import Recipe
 from .matching import IGNORE
 
 REFERENCE_RECIPE = Recipe()

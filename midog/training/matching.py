@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..network.box_coding import cthw_to_tlbr, encode, tlbr_to_cthw
-from ..config.settings import REFERENCE, DetectorConfig, Recipe
+from ..config import REFERENCE, DetectorConfig, Recipe
 
 IGNORE = -2
 BACKGROUND = -1

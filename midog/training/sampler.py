@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config.settings import SamplingConfig
+from ..config import SamplingConfig
 from .data import ImageRecord, ImageStore
 
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..config.settings import OptimConfig
+from ..config import OptimConfig
 
 
 def annealing_cos(start: float, end: float, pct: float) -> float:

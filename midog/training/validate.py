@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config.settings import REFERENCE, DetectorConfig
+from ..config import REFERENCE, DetectorConfig
 from ..detector.core import Detector
-from ..results.detections import Detections
+from ..detector.detections import Detections
 from .data import ImageRecord
 
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2)

@@ -1,0 +1,66 @@
+"""The `Slide` interface every reader answers (regions, thumbnail, spacing, blank chunks),
+and `ArraySlide`, an image held whole in memory (SimpleITK formats and small images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ArraySlide", "Slide"]
+
+
+class Slide:
+    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel."""
+
+    path: Path
+    width: int
+    height: int
+    spacing_mm: tuple[float, float]
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
+        raise NotImplementedError
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        """A low-resolution RGB view and its downsample factor, for tissue detection."""
+        raise NotImplementedError
+
+    def is_blank(self, x: int, y: int, w: int, h: int) -> bool:
+        """True when the file stores no pixels for this region (sparse TIFF tiles)."""
+        return False
+
+    # Pyramidal / vendor slides: tissue detection pays off and is on by default.
+    is_whole_slide: bool = False
+
+    @property
+    def offset_px(self) -> tuple[int, int]:
+        """Level-0 origin of the region the file says holds the scan (MRXS, SCN: OpenSlide's
+        bounds); viewers that crop to it (QuPath) count their coordinates from there."""
+        return (0, 0)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArraySlide(Slide):
+    """An image held whole in memory (SimpleITK formats and small images)."""
+
+    def __init__(self, path: Path, pixels: np.ndarray, spacing_mm: tuple[float, float]) -> None:
+        self.path = path
+        self.pixels = pixels
+        self.height, self.width = pixels.shape[:2]
+        self.spacing_mm = spacing_mm
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return self.pixels[y : y + h, x : x + w]
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        step = max(1, int(np.ceil(max(self.width, self.height) / max_side)))
+        return self.pixels[::step, ::step], float(step)

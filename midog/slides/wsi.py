@@ -1,0 +1,75 @@
+"""Vendor whole-slide formats (SVS, NDPI, MRXS, SCN, ...) through openslide: regions are
+decoded on demand, never the whole level; spacing comes from the slide's MPP properties."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImageError
+from .limits import DEFAULT_LIMITS, Limits
+from .slide import Slide
+from .spacing import _number, check_spacing, mpp_spacing
+
+__all__ = ["OPENSLIDE_SUFFIXES", "OpenSlideSlide", "is_vendor_wsi"]
+
+OPENSLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
+
+
+class OpenSlideSlide(Slide):
+    """Whole-slide formats: regions are decoded on demand, never the whole level."""
+
+    is_whole_slide = True
+
+    def __init__(self, path: Path, mpp: float | None, limits: Limits = DEFAULT_LIMITS) -> None:
+        import openslide
+
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideError as exc:
+            raise ImageError(path, f"cannot open whole-slide image ({exc})") from None
+        self.path = path
+        self.width, self.height = self._slide.dimensions
+        limits.check_pixels(path, self.width, self.height)
+        if mpp is None:
+            props = self._slide.properties
+            raw = props.get(openslide.PROPERTY_NAME_MPP_X)
+            if raw is None:
+                raise ImageError(path, f"no pixel spacing (microns per pixel) in the slide{limits.mpp_hint()}")
+            raw_y = props.get(openslide.PROPERTY_NAME_MPP_Y) or raw
+            spacing = (_number(path, raw) / 1000.0, _number(path, raw_y) / 1000.0)
+            self.spacing_mm = check_spacing(path, spacing, "the slide's MPP property", limits)
+        else:
+            self.spacing_mm = mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
+        return region[:, :, :3]
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
+        return thumb, self.width / thumb.shape[1]
+
+    @property
+    def offset_px(self) -> tuple[int, int]:
+        import openslide
+
+        props = self._slide.properties
+        try:
+            return (int(props.get(openslide.PROPERTY_NAME_BOUNDS_X, 0)), int(props.get(openslide.PROPERTY_NAME_BOUNDS_Y, 0)))
+        except ValueError:  # a malformed bound is no reason to refuse the slide: no offset
+            return (0, 0)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+def is_vendor_wsi(path: Path) -> bool:
+    import openslide
+
+    try:
+        fmt = openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # detect_format raises on some unreadable files; SimpleITK will report those
+        return False
+    return fmt is not None and fmt != "generic-tiff"
