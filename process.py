@@ -26,11 +26,10 @@ from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
 from midog.atomic import output_lock, remove_stale_temp, write_json_atomic
-from midog.interrupts import describe, exit_status, signals_interrupt
 from midog.pipeline.image import Detector
 from midog.detector.detections import MITOTIC
 from midog.detector.device import describe_runtime, pick_device
-from midog.errors import MidogError, image_error_line, shown
+from midog.errors import MidogError, describe, exit_status, image_error_line, shown, signals_interrupt
 from midog.detector.weights import git_blob_sha1, published_weights
 from midog.config.checks import check_positive, check_probability, checked
 from midog.commands.args import positive as positive_arg

@@ -9,8 +9,7 @@ import sys
 import traceback
 
 from .. import __version__
-from ..errors import MidogError
-from ..interrupts import describe, exit_status, signals_interrupt
+from ..errors import MidogError, describe, exit_status, signals_interrupt
 
 # Libraries that log their own warnings (tifffile on odd tags, ...): shown with --verbose only.
 LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "PIL")

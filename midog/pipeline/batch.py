@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import output_lock, remove_stale_temp, write_json_atomic, write_text_atomic
-from ..interrupts import describe
 from .cluster import connect
 from .inputs import (
     FINGERPRINT_BYTES,
@@ -41,7 +40,7 @@ from .inputs import (
     output_targets,
 )
 from .image import DetectOptions, detect_or_error
-from ..errors import MidogError, WriteError
+from ..errors import MidogError, WriteError, describe
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +260,7 @@ def _run_locked(
 
             resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
             _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, per_image, finish)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (interrupts.Interrupted)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (errors.Interrupted)
         for row in rows:
             if row["status"] is None:
                 row.update(status="failed", output=None, error=f"{row['image']}: {describe(exc)} before it finished")

@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import MidogError
-from ..interrupts import reclaim_signals
+from ..errors import MidogError, reclaim_signals
 
 # Ray's switch for its single-machine mode: "0" gives the node 127.0.0.1 as its address.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
