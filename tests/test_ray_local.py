@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from midog.commands.main import main
+from test_damaged_chunks import truncated
 from test_signals import ENV, images, leftovers, wait_for
 
 ray = pytest.importorskip("ray", reason="midog batch needs Ray")
@@ -49,7 +50,10 @@ def is_loopback(ip: str) -> bool:
 
 
 def test_local_batch_is_closed_locked_stoppable_and_resumable(tmp_path, random_weights, capsys):
-    inputs, out = images(tmp_path / "in"), tmp_path / "out"
+    images(tmp_path / "in")
+    out = tmp_path / "out"
+    truncated(tmp_path / "in")  # the damaged file (cut.tiff), refused by the batch too
+    (tmp_path / "in" / "whole.tiff").unlink()
     command = [
         sys.executable, "-m", "midog", "batch", str(tmp_path / "in"), "-o", str(out), "--workers", "1",
         "--weights", str(random_weights), "--device", "cpu", "--all-tiles", "--no-progress",
@@ -90,9 +94,10 @@ def test_local_batch_is_closed_locked_stoppable_and_resumable(tmp_path, random_w
     assert not (out / "b_large.json").exists() and leftovers(tmp_path) == []
 
     rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    report = {Path(r["image"]).name: r["status"] for r in json.loads((out / "batch-report.json").read_text())}
-    assert report == {"a_small.tiff": "skipped", "b_large.tiff": "ok", "c_small.tiff": "ok"}
+    assert rerun.returncode == 1, rerun.stderr[-2000:]
+    report = {Path(r["image"]).name: r for r in json.loads((out / "batch-report.json").read_text())}
+    assert {name: r["status"] for name, r in report.items()} == {"a_small.tiff": "skipped", "b_large.tiff": "ok", "c_small.tiff": "ok", "cut.tiff": "failed"}
+    assert "strip offsets tag (273) is missing or cannot be read" in report["cut.tiff"]["error"]
 
 
 def test_planted_fingerprint_folder_link_is_refused(tmp_path, random_weights, capsys):
