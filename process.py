@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from midog.commands.main import setup_logging
+    from midog.commands.cli import setup_logging
 
     setup_logging(verbose=bool(os.environ.get("MIDOG_VERBOSE")), debug=bool(os.environ.get("MIDOG_DEBUG")))
     if args.style not in ("auto", *STYLES):

@@ -45,7 +45,7 @@ def make_images(n: int, size: int) -> Path:
 def run(config: str, folder: Path, device: str) -> dict[str, float]:
     workers, cpus, gpus = (config.split(":") + [None, None])[:3]
     out = CACHE / f"out-{config.replace(':', '_')}"
-    cmd = [sys.executable, "-m", "midog.commands.main", "batch", str(folder), "-o", str(out), "--force", "--no-progress"]
+    cmd = [sys.executable, "-m", "midog.commands.cli", "batch", str(folder), "-o", str(out), "--force", "--no-progress"]
     cmd += ["--weights", str(WEIGHTS), "--device", device, "--workers", workers]
     cmd += ["--cpus-per-worker", cpus] if cpus else []
     cmd += ["--gpus-per-worker", gpus] if gpus else []

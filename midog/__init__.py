@@ -62,7 +62,7 @@ MOVED = {
     "midog.detect": "midog.pipeline.image",
     "midog.batch": "midog.pipeline.batch",
     "midog.batch_inputs": "midog.pipeline.inputs",
-    "midog.cli": "midog.commands.main",
+    "midog.cli": "midog.commands.cli",
     "midog.demo": "midog.commands.demo",
     "midog.evaluation.cli": "midog.commands.evaluate",
     "midog.training.cli": "midog.commands.train",

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from midog.pipeline import batch
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.synth import SCANNERS, synth_image, write_tiff
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,7 +253,7 @@ def test_address_joins_a_running_cluster(ray_cluster, slides: Path, reference: d
     listing = tmp_path / "slides.txt"
     listing.write_text(f"# a list of slides\n{slides / 'a.tiff'}\n{slides / 'sub' / 'b.tiff'}\n")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "midog.commands.main", "batch", str(listing), "-o", str(out), "--address", address]
+    cmd = [sys.executable, "-m", "midog.commands.cli", "batch", str(listing), "-o", str(out), "--address", address]
     proc = subprocess.run(
         [*cmd, "--workers", "1", "--cpus-per-worker", str(threads), *COMMON], env=env, capture_output=True, text=True, timeout=300
     )

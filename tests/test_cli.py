@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.pipeline.image import output_paths
 from midog.errors import MidogError
 

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from test_hotspot import brute_force
 
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.results.count import mitotic_score, score_cutoffs
 from midog.results.hotspot import TissueMap, count_in_region
 

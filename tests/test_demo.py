@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.commands.demo import DEMO_WEIGHTS
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from midog.commands import main as cli
+from midog.commands import cli
 from midog.errors import MidogError
 from midog.evaluation import ap, features, io, metrics, report
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from test_count import SPACING, write_image
 
-from midog.commands.main import main
+from midog.commands.cli import main
+from midog.results import exports
 
 POINTS = [
     {"point": [0.5, 0.24, 0], "probability": 0.91, "name": "mitotic figure"},
@@ -39,12 +40,12 @@ def expected_px() -> np.ndarray:
 
 
 def export(result: Path, fmt: str, *source: str) -> Path:
-    out = result.with_name(f"out.{fmt}")
+    out = result.with_name("out" + exports.FORMATS[fmt])
     assert main(["export", str(result), *source, "--format", fmt, "-o", str(out)]) == 0
     return out
 
 
-def test_geojson_is_qupath_detections(result, image):
+def test_geojson_is_qupath_point_annotations(result, image):
     data = json.loads(export(result, "geojson", "--image", str(image)).read_text())
     assert data["type"] == "FeatureCollection"
     features = data["features"]
@@ -55,12 +56,63 @@ def test_geojson_is_qupath_detections(result, image):
         assert f["type"] == "Feature" and f["geometry"]["type"] == "Point"
         assert f["geometry"]["coordinates"] == pytest.approx(xy)
         props = f["properties"]
-        assert props["objectType"] == "detection"
-        assert props["classification"]["name"] == p["name"]
+        assert props["objectType"] == "annotation"  # drawn by QuPath at every zoom
+        assert props["classification"]["name"] == p["name"] and "name" not in props
         colour = props["classification"]["color"]
         assert len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
         assert props["measurements"]["probability"] == p["probability"]
     assert features[0]["properties"]["classification"]["color"] != features[1]["properties"]["classification"]["color"]
+
+
+def test_geojson_detections_are_circles_with_area(result, image):
+    out = result.with_name("det.geojson")
+    assert main(["export", str(result), "--image", str(image), "--format", "geojson", "--qupath-objects", "detection", "-o", str(out)]) == 0
+    for f, xy in zip(json.loads(out.read_text())["features"], expected_px()):
+        assert f["properties"]["objectType"] == "detection"
+        assert f["geometry"]["type"] == "Polygon"
+        ring = np.array(f["geometry"]["coordinates"][0])
+        assert (ring[0] == ring[-1]).all() and len(ring) > 8
+        x, y = ring[:, 0], ring[:, 1]
+        area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))  # shoelace, px²
+        diameter_px = 0.0125 / SPACING[0]  # a MIDOG label's 50 px box at 0.25 um/px
+        assert area == pytest.approx(np.pi * diameter_px**2 / 4 * SPACING[0] / SPACING[1], rel=0.03) and area > 0
+        assert ring[:-1].mean(0) == pytest.approx(xy)
+
+
+def test_ids_differ_between_results_of_one_image_and_repeat_within_one(result, image, tmp_path):
+    first = [f["id"] for f in json.loads(export(result, "geojson", "--image", str(image)).read_text())["features"]]
+    again = [f["id"] for f in json.loads(export(result, "geojson", "--image", str(image)).read_text())["features"]]
+    other = tmp_path / "other.json"
+    data = json.loads(result.read_text())
+    data["points"][0]["probability"] = 0.92  # another model's result of the same image
+    other.write_text(json.dumps(data))
+    second = [f["id"] for f in json.loads(export(other, "geojson", "--image", str(image)).read_text())["features"]]
+    assert first == again
+    assert not set(first) & set(second)
+
+
+def test_class_names_with_a_colon_stay_one_qupath_class(tmp_path, image):
+    path = tmp_path / "colon.json"
+    points = [{"point": [0.5, 0.5, 0], "probability": 0.8, "name": "mitotic figure: atypical"}]
+    path.write_text(json.dumps({"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}))
+    (feature,) = json.loads(export(path, "geojson", "--image", str(image)).read_text())["features"]
+    assert feature["properties"]["classification"]["name"] == "mitotic figure - atypical"
+    assert feature["properties"]["name"] == "mitotic figure: atypical"  # nothing is lost
+    lines = export(path, "qupath-points", "--image", str(image)).read_text().splitlines()
+    assert lines[1].split("\t")[2] == "mitotic figure - atypical"
+
+
+def test_counting_tool_points(result, image):
+    out = export(result, "qupath-points", "--image", str(image))
+    assert out.name.endswith(".tsv")  # QuPath's Load points accepts .tsv (and .zip) only
+    lines = out.read_text().splitlines()
+    assert lines[0].split("\t") == ["x", "y", "class", "color"]  # PointIO's own column names
+    for line, p, xy in zip(lines[1:], POINTS, expected_px()):
+        x, y, name, packed = line.split("\t")
+        assert [float(x), float(y)] == pytest.approx(xy) and name == p["name"]
+        r, g, b = exports.colour(p["name"])
+        assert int(packed) & 0xFFFFFF == r << 16 | g << 8 | b
+        assert -(2**31) <= int(packed) < 0  # Java's signed ARGB, opaque
 
 
 def test_asap_xml_declares_every_group_it_uses(result, image):
@@ -75,7 +127,7 @@ def test_asap_xml_declares_every_group_it_uses(result, image):
         (coord,) = a.find("Coordinates").findall("Coordinate")
         assert coord.get("Order") == "0"
         assert [float(coord.get("X")), float(coord.get("Y"))] == pytest.approx(xy)
-        assert f"{p['probability']:.3f}" in a.get("Name")
+        assert f"(p={p['probability']!r})" in a.get("Name")  # full precision: reads back as the same number
     assert groups == {"mitotic figure", "non-mitotic figure"}
 
 

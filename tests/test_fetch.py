@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from midog.commands import main as cli
+from midog.commands import cli
 from midog.errors import MidogError
 from midog.detector.weights import PROJECT_ROOT, Artefact, fetch, fetch_all, git_blob_sha1, load_manifest
 

@@ -17,7 +17,7 @@ import tifffile
 
 from conftest import ROOT
 from crafted import DOUBLE, RATIONAL, write_tiff
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.errors import ImageError, TimeBudgetError
 from midog.slides.readers import Limits, check_spacing, open_slide
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.errors import ImageError
 from midog.slides.readers import open_slide
 

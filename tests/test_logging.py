@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from midog.commands.main import build_parser, setup_logging
+from midog.commands.cli import build_parser, setup_logging
 
 
 @pytest.fixture

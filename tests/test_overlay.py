@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from test_count import SIZE, SPACING, crafted_points, result_json, write_image
 
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.results.overlay import HOTSPOT_COLOUR, output_size
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import DEVICE, SHARED, VECTOR_NAMES, VECTOR_SPACING_MM, need_shared
 
-from midog.commands.main import main
+from midog.commands.cli import main
 
 THRESHOLDS = (0.64, 0.4)
 # Largest measured on the CPU: 6.2e-6 (float32 rounding of a channels-last network with

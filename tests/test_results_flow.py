@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, VECTORS, need_shared
 
 import midog.slides.readers as readers
-from midog.commands.main import main
+from midog.commands.cli import main
 
 DEMO = ROOT / "weights" / "demo-synthetic.pth"
 EXPORTS = {"geojson": ".geojson", "asap": ".xml", "csv": ".csv"}

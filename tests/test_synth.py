@@ -233,7 +233,7 @@ def test_invalid_arguments(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    from midog.commands.main import main
+    from midog.commands.cli import main
 
     assert main(["synth", str(tmp_path / "c"), "--seed", "1", "--images-per-scanner", "1", "--size", "160x128"]) == 0
     assert "wrote 4 images" in capsys.readouterr().out

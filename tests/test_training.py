@@ -255,7 +255,7 @@ def test_stop_and_resume_equals_uninterrupted(tiny_set: Path, tmp_path: Path) ->
 
 
 def test_cli_registers_train() -> None:
-    from midog.commands.main import build_parser
+    from midog.commands.cli import build_parser
 
     from midog.config import AugmentConfig, OptimConfig, Recipe
     from midog.commands.train import config_from_args
@@ -408,7 +408,7 @@ def test_every_config_field_is_an_option_and_comes_back() -> None:
     import dataclasses
     import typing
 
-    from midog.commands.main import build_parser
+    from midog.commands.cli import build_parser
     from midog.config import RunConfig
     from midog.commands.train import config_from_args
 

@@ -1,8 +1,8 @@
 """The `midog` command line: one module per subcommand, each parsing its arguments, calling
-the library and printing what it did (`main` builds the parser; shared options in `args`)."""
+the library and printing what it did (`cli` builds the parser; shared options in `args`)."""
 
 from __future__ import annotations
 
-from .main import main
+from .cli import main
 
 __all__ = ["main"]

@@ -17,9 +17,9 @@ from ..config.checks import check_mpp, check_positive, check_positive_int, check
 from ..errors import MidogError
 from ..pipeline.image import DetectOptions
 from ..results.count import DEFAULT_AREA_MM2, CountOptions, field_area_mm2
-from ..results.exports import FORMATS
+from ..results.exports import FORMATS, QUPATH_BOUNDS, QUPATH_OBJECTS
 from ..results.hotspot import SHAPES
-from ..results.writers import Extras
+from ..results.writers import REVIEW_FOLDER, Extras
 from ..slides.limits import DEFAULT_LIMITS, Limits
 
 
@@ -83,19 +83,34 @@ def detect_options(a: argparse.Namespace) -> DetectOptions:
 
 
 def add_extras_args(p: argparse.ArgumentParser) -> None:
-    """--export, --count (with the hotspot options) and --overlay for `midog detect`."""
-    group = p.add_argument_group("exports and count (written beside each JSON output)")
-    group.add_argument("--export", action="append", choices=list(FORMATS), default=[], help="also write <stem>.geojson (QuPath), .xml (ASAP) or .csv; repeatable")
+    """--export (with the QuPath options), --count (with the hotspot options), --overlay and
+    --review for `midog detect` and `midog batch`."""
+    group = p.add_argument_group("exports, count and review (written beside each JSON output)")
+    group.add_argument("--export", action="append", choices=list(FORMATS), default=[],
+                       help="also write <stem>.geojson (QuPath), .points.tsv (QuPath's Counting tool), .xml (ASAP) or .csv; repeatable")
+    add_qupath_args(group)  # type: ignore[arg-type]
     group.add_argument("--count", action="store_true", help="also write <stem>.count.json: mitotic count, per mm², hotspot, score")
     group.add_argument("--overlay", action="store_true", help="with --count: also draw <stem>.overlay.png")
+    group.add_argument("--review", action="store_true", help=f"also write a review page per image: {REVIEW_FOLDER}/<stem>.html and {REVIEW_FOLDER}/index.html")
     add_count_args(group)  # type: ignore[arg-type]
+
+
+def add_qupath_args(p: argparse.ArgumentParser) -> None:
+    """--qupath-objects and --qupath-bounds, for `midog export` and `--export`."""
+    p.add_argument("--qupath-objects", choices=QUPATH_OBJECTS, default="annotation",
+                   help="GeoJSON: point annotations (default; drawn at every zoom, what the Counting tool uses) or detections as small circles")
+    p.add_argument("--qupath-bounds", choices=QUPATH_BOUNDS, default="auto",
+                   help="QuPath exports: subtract the slide's non-empty-region offset where QuPath crops to it (auto, default) or never (off)")
 
 
 def extras_from_args(args: argparse.Namespace) -> Extras:
     if args.overlay and not args.count:
         raise MidogError("--overlay draws the count's picture: add --count")
-    count = count_options(args) if args.count else None
-    return Extras(tuple(dict.fromkeys(args.export)), count, args.overlay)
+    review = getattr(args, "review", False)
+    # The hotspot options shape the review page's hotspot too, with or without --count.
+    hotspot = count_options(args) if args.count or review else None
+    return Extras(tuple(dict.fromkeys(args.export)), hotspot if args.count else None, args.overlay,
+                  args.qupath_objects, args.qupath_bounds, hotspot if review else None)
 
 
 def add_count_args(p: argparse.ArgumentParser) -> None:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..results.count import THUMBNAIL_SIDE, count, describe
 from ..results.overlay import draw_overlay
-from ..results.reader import read_result_on
+from ..results.reader import at_threshold
+from ..results.sidecar import read_recorded
 from .args import add_count_args, add_result_parser, count_options
+
+log = logging.getLogger(__name__)
 
 
 def _run_count(args: argparse.Namespace) -> int:
     options = count_options(args)
-    result = count(read_result_on(args.result, args.image, args.mpp, thumbnail_side=THUMBNAIL_SIDE), options)
+    found, notes = read_recorded(args.result, args.image, args.mpp, thumbnail_side=THUMBNAIL_SIDE)
+    for note in notes:
+        log.warning("midog count: warning: %s", note)
+    if args.threshold is not None:
+        found = at_threshold(found, args.threshold, args.result)
+    result = count(found, options)
+    result.summary["threshold"] = args.threshold
     if args.overlay is not None:
         draw_overlay(result, args.overlay, heatmap=options.heatmap)
     target = args.output or args.result.with_name(args.result.stem + ".count.json")
@@ -33,4 +43,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     add_count_args(p)
     p.add_argument("--output", "-o", type=Path, default=None, help="COUNT.json (default: <predictions stem>.count.json beside it)")
     p.add_argument("--overlay", type=Path, default=None, metavar="PICTURE.png", help="draw the thumbnail with tissue, figures and hotspot")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="count the candidates with a probability above T as mitotic figures, whatever the file names them (2022 results)")
     p.set_defaults(run=_run_count)

@@ -55,7 +55,7 @@ def run_published(output: Path, device: str) -> bool:
 
 
 def run_synthetic(output: Path, device: str) -> None:
-    from .main import main as cli_main
+    from .cli import main as cli_main
     from ..synth import make_dataset
 
     if not DEMO_WEIGHTS.is_file():

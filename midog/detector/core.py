@@ -119,6 +119,7 @@ class Detector:
         self.config = config
         self.device = device
         self.meta = meta
+        self.source = source  # the weights file, or "model": results record which weights made them
         if self.device.type == "cuda":
             # Exact mode means true float32: no TF32 tensor-core shortcuts.
             torch.backends.cudnn.allow_tf32 = fast

@@ -77,11 +77,12 @@ def detect_to_file(
     """One image through the detector into its JSON file and extras (written atomically);
     returns the one-line summary and the run info. The image is opened once: what the
     extras need of it (spacing, size, the count's thumbnail) comes with the detections."""
+    from ..results.sidecar import weights_sha256
     from ..results.writers import write_result
 
     thumbnail_side = extras.thumbnail_side if extras else None
     detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style), deadline=deadline, thumbnail_side=thumbnail_side)
-    extra = write_result(detections, target, style, extras)
+    extra = write_result(detections, target, style, extras, weights_sha256(getattr(detector, "source", None)))
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
     n_mitotic = int(detections.mitotic().sum())
@@ -104,8 +105,11 @@ def detect_or_error(
     except Exception as exc:  # one image's failure, whatever it is, must not cost the others
         if debug:
             traceback.print_exc()
+        from ..results.sidecar import sidecar_path
+
         try:
             target.unlink(missing_ok=True)  # a stale result would read as this run's
+            sidecar_path(target).unlink(missing_ok=True)
         except OSError:
             pass
         if isinstance(exc, WriteError) and exc.disk_full:  # every later image would fail the same way, after its whole run

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import MidogError
 from ..detector.detections import MITOTIC, Detections, Thumbnail
 
-__all__ = ["load_json", "parse_points", "point_xyz", "read_result", "read_result_on", "result_from_json"]
+__all__ = ["at_threshold", "load_json", "parse_points", "point_xyz", "read_result", "read_result_on", "result_from_json"]
 
 
 def load_json(path: Path, what: str = "file") -> Any:
@@ -98,6 +98,17 @@ def read_result_on(path: str | Path, image: Path | None = None, mpp: float | Non
         return read_result(path, mpp_spacing(Path("--mpp"), mpp, "--mpp"))
     with open_slide(image, mpp) as slide:
         thumbnail = Thumbnail(*slide.thumbnail(thumbnail_side)) if thumbnail_side else None
-        spacing, size = slide.spacing_mm, (slide.width, slide.height)
+        spacing, size, offset = slide.spacing_mm, (slide.width, slide.height), slide.offset_px
     found = read_result(path, spacing)
-    return replace(found, image=Path(image), image_size=size, thumbnail=thumbnail)
+    return replace(found, image=Path(image), image_size=size, offset_px=offset, thumbnail=thumbnail)
+
+
+def at_threshold(found: Detections, threshold: float, source: str | Path) -> Detections:
+    """The detections renamed at `threshold`: those with a probability above it are mitotic
+    figures, the others not, as the detector names them. A result without probabilities
+    (2021 style) cannot be re-thresholded: `MidogError` naming `source`."""
+    if not 0 <= threshold <= 1:
+        raise MidogError(f"threshold must lie in [0, 1], not {threshold:g}")
+    if len(found) and np.isnan(found.scores.astype(np.float64)).any():
+        raise MidogError(f"{source}: some points have no probability (2021 style), so no threshold can be applied")
+    return replace(found, names=found.labels(threshold))

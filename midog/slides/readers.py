@@ -229,6 +229,21 @@ class TiffSlide(Slide):
     def is_whole_slide(self) -> bool:
         return len(self._slide.ts_tifffile.series[self._index].levels) > 1
 
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        if self._zarr is not None:  # no pyramid reader for these layouts
+            return (1.0,)
+        return tuple(float(d) for d in self._slide.level_downsamples)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if level == 0:
+            return self.read_region(x, y, w, h)
+        try:
+            region = np.asarray(self._slide.read_region((x, y), level, (w, h), as_array=True))
+        except Exception as exc:  # codecs raise their own types for damaged data
+            raise ImageError(self.path, f"damaged or truncated image ({type(exc).__name__}: {exc})") from None
+        return self._convert(region)
+
     def close(self) -> None:
         self._slide.close()
 

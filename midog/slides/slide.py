@@ -34,6 +34,19 @@ class Slide:
     is_whole_slide: bool = False
 
     @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """The downsample of each stored resolution level, level 0 (1.0) first."""
+        return (1.0,)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """(h, w, 3) uint8 pixels of `level`, from level-0 origin (x, y); w, h in that
+        level's pixels. The review page's tile pyramid reads its coarse tiles this way
+        rather than decoding level 0 for them."""
+        if level != 0:
+            raise ValueError(f"{self.path}: no resolution level {level}")
+        return self.read_region(x, y, w, h)
+
+    @property
     def offset_px(self) -> tuple[int, int]:
         """Level-0 origin of the region the file says holds the scan (MRXS, SCN: OpenSlide's
         bounds); viewers that crop to it (QuPath) count their coordinates from there."""

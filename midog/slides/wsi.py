@@ -56,10 +56,22 @@ class OpenSlideSlide(Slide):
         import openslide
 
         props = self._slide.properties
+        names = (openslide.PROPERTY_NAME_BOUNDS_X, openslide.PROPERTY_NAME_BOUNDS_Y,
+                 openslide.PROPERTY_NAME_BOUNDS_WIDTH, openslide.PROPERTY_NAME_BOUNDS_HEIGHT)
+        # QuPath (OpenslideImageServer) crops only when all four bounds are given.
+        if not all(n in props for n in names):
+            return (0, 0)
         try:
-            return (int(props.get(openslide.PROPERTY_NAME_BOUNDS_X, 0)), int(props.get(openslide.PROPERTY_NAME_BOUNDS_Y, 0)))
+            return (int(props[names[0]]), int(props[names[1]]))
         except ValueError:  # a malformed bound is no reason to refuse the slide: no offset
             return (0, 0)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._slide.level_downsamples)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return np.asarray(self._slide.read_region((x, y), level, (w, h)))[:, :, :3]
 
     def close(self) -> None:
         self._slide.close()

@@ -87,6 +87,7 @@ COMMAND_MODULES = [
     "midog.commands.train",
     "midog.commands.export",
     "midog.commands.count",
+    "midog.commands.review",
 ]
 
 
