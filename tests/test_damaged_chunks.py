@@ -18,7 +18,7 @@ import tifffile
 import midog.slides.readers
 from conftest import ROOT
 from crafted import write_tiff
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.errors import ImageError
 from midog.slides.readers import open_slide
 

@@ -20,7 +20,7 @@ import tifffile
 import midog.atomic
 from conftest import ROOT
 from midog.atomic import atomic_path, output_lock, remove_stale_temp, write_json_atomic
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.errors import UsageError, WriteError
 
 sys.path.insert(0, str(ROOT))

@@ -16,7 +16,7 @@ import tifffile
 
 from conftest import ROOT
 from midog.atomic import LOCK_NAME, output_lock, write_json_atomic
-from midog.commands.main import main
+from midog.commands.cli import main
 from midog.errors import UsageError
 
 sys.path.insert(0, str(ROOT))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from midog.commands.main import main
+from midog.commands.cli import main
 from test_damaged_chunks import truncated
 from test_signals import ENV, images, leftovers, wait_for
 
