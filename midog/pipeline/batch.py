@@ -39,6 +39,7 @@ from .inputs import (
     is_finished,
     output_targets,
 )
+from ..results.sidecar import sidecar_path
 from .image import DetectOptions, detect_or_error
 from ..errors import MidogError, WriteError, describe
 
@@ -271,7 +272,7 @@ def _run_locked(
         if started_ray:
             ray.shutdown()
         # Workers stopped mid-write leave their temporary files; only those no live writer holds go.
-        remove_stale_temp([t for i in todo for t in (targets[i], fingerprint_path(targets[i]))])
+        remove_stale_temp([t for i in todo for t in (targets[i], sidecar_path(targets[i]), fingerprint_path(targets[i]))])
 
     report = _write_report(output, rows)
     wall = time.perf_counter() - started
