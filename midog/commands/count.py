@@ -24,7 +24,8 @@ def _run_count(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         found = at_threshold(found, args.threshold, args.result)
     result = count(found, options)
-    result.summary["threshold"] = args.threshold
+    if args.threshold is not None:  # without one, the file's own names decide, as at detection
+        result.summary["threshold"] = args.threshold
     if args.overlay is not None:
         draw_overlay(result, args.overlay, heatmap=options.heatmap)
     target = args.output or args.result.with_name(args.result.stem + ".count.json")

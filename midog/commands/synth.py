@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..synth.dataset import make_dataset
+from ..synth.profiles import DEFAULT_PROFILES, SCANNER_SETS
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -49,6 +50,14 @@ def add_cli(subparsers: Any) -> None:
         metavar="N",
         help="images rendered in parallel threads (default: up to 2); the output does not depend on it",
     )
+    p.add_argument(
+        "--profiles",
+        choices=list(SCANNER_SETS),
+        default=DEFAULT_PROFILES,
+        help="scanner profiles: legacy (default: the original synthetic scanners A-D, byte-identical to earlier "
+        "data) or midog2021 (modelled on the MIDOG 2021 scanners, plus two unseen test scanners that are "
+        "never in MIDOG.json; docs/synthetic-scanners.md)",
+    )
     p.set_defaults(run=_run)
 
 
@@ -62,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         images_per_scanner=args.images_per_scanner,
         size=args.size,
         workers=args.workers,
+        profiles=args.profiles,
     )
     dt = time.perf_counter() - t0
     print(f"wrote {summary['counts']['images']} images to {summary['out_dir']} in {dt:.1f} s")
@@ -69,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         first, last = info["id_range"]
         c = info["counts"]
         tag = "" if info["labelled"] else "  (unlabeled: labels in unlabeled_annotations.json)"
+        if info.get("unseen"):
+            tag = "  (unseen test scanner: labels in unseen_annotations.json, not in MIDOG.json)"
         print(
             f"  {name}: ids {first}-{last}, {info['spacing_mm'] * 1000:.4f} um/px, "
             f"{c['mitotic figure']} mitotic figures, {c['not mitotic figure']} look-alikes{tag}"

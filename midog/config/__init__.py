@@ -17,13 +17,15 @@ from .settings import (
     Recipe,
     RunConfig,
     SamplingConfig,
+    UNIT_NORMALISATION,
     make_recipe,
     run_config,
     run_config_from,
+    with_normalisation,
 )
 
 __all__ = [
     "AP_BOX_HALF_SIZE_MM", "AP_IOU", "MATCH_RADIUS_MM", "MIDOG_SCANNERS", "MIDOG_UNLABELED_SCANNER", "RECIPES", "REFERENCE",
     "AugmentConfig", "DataConfig", "DetectorConfig", "OptimConfig", "Recipe", "RunConfig", "SamplingConfig",
-    "make_recipe", "run_config", "run_config_from",
+    "UNIT_NORMALISATION", "make_recipe", "run_config", "run_config_from", "with_normalisation",
 ]

@@ -53,6 +53,23 @@ class DetectorConfig:
 
 
 REFERENCE = DetectorConfig()
+# The input normalisation of a model trained without standardisation (`--no-standardize`,
+# the paper's weak baseline): the network sees pixel / 255.
+UNIT_NORMALISATION = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+
+
+def with_normalisation(config: DetectorConfig, meta: dict | None) -> DetectorConfig:
+    """`config` with the input normalisation a checkpoint records (meta["normalisation"],
+    written by `midog train`), so a model trained without standardisation is run as it was
+    trained; checkpoints without one, or with the config's own values, change nothing."""
+    norm = (meta or {}).get("normalisation") or {}
+    try:
+        mean, std = tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"])
+    except (KeyError, TypeError, ValueError):
+        return config
+    if len(mean) != 3 or len(std) != 3 or (mean, std) == (config.mean, config.std):
+        return config
+    return replace(config, mean=mean, std=std)
 
 # Official evaluation (docs/reference-algorithm.md#official-metric).
 MATCH_RADIUS_MM = 0.0075
@@ -210,6 +227,8 @@ class RunConfig:
     val_every: int = field(default=1, metadata=option("validate every N epochs (and after the last)"))
     val_min_score: float = field(default=0.05, metadata=option("validation keeps detections above this score"))
     seed: int = field(default=0, metadata=option("seed of the split, the patches and the initialisation"))
+    standardize: bool = field(default=True, metadata=option(
+        "no input standardisation: the network sees pixel / 255 without the channel mean/std (the paper's weak baseline)"))
     backbone: str = field(default="imagenet", metadata=option("imagenet (torchvision download), a resnet18 state_dict file, or none"))
     device: str = field(default="auto", metadata=option("auto, cpu, cuda[:N]"))
     amp: str = field(default="off", metadata=option("mixed precision for the training steps (fp16 on CUDA, bf16 on CPU); validation runs in float32, as midog detect does", choices=["off", "bf16", "fp16", "auto"]))

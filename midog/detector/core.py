@@ -112,10 +112,13 @@ class Detector:
     ) -> None:
         import torch
 
+        from ..config import with_normalisation
         from ..network.anchors import make_anchors
         from ..network.retinanet import fold_batchnorm
         from .tiles import Normalizer
 
+        # A checkpoint trained without standardisation records it; everything else keeps `config`.
+        config = with_normalisation(config, meta)
         self.config = config
         self.device = device
         self.meta = meta

@@ -130,8 +130,12 @@ def feature_map(
     if patches_per_image < 1:
         raise MidogError(f"--patches-per-image must be at least 1, got {patches_per_image}")
     images = list_images(Path(images_dir), domains)
-    model, _ = load_model(weights, device=device)
-    features, names = extract_features(model.encoder, images, patches_per_image, seed, device=device)
+    from ..config import with_normalisation
+
+    model, meta = load_model(weights, device=device)
+    # Features of the input the model was trained on (a weak baseline sees pixel / 255).
+    config = with_normalisation(REFERENCE, meta)
+    features, names = extract_features(model.encoder, images, patches_per_image, seed, config, device=device)
     embedding = project_umap(features, seed)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ Same arguments give byte-identical files: every random draw comes from a
 `numpy.random.SeedSequence` keyed by (seed, scanner index, image inde
 
 The package, one module per job: `content` draws the scanner-independent tissue
-(with `cells` for the single nuclei and figures), `scanners` holds the four scanner
-profiles and their acquisition model, `dataset` writes the MIDOG-layout data set,
+(with `cells` for the single nuclei and figures), `scanners` holds the original four scanner
+profiles and their acquisition model, `profiles` the selectable profile sets, `dataset` writes the MIDOG-layout data set,
 `slide` a pyramidal whole-slide image.
 """
 
@@ -39,6 +39,7 @@ from .content import (
     render_content,
 )
 from .dataset import INFO, LICENSES, make_dataset, synth_image
+from .profiles import DEFAULT_PROFILES, SCANNER_SETS, ScannerSet, scanner_set
 from .scanners import SCANNERS, UNLABELED_SCANNER, ScannerProfile, apply_scanner, write_tiff
 from .slide import make_slide
 
@@ -48,11 +49,14 @@ __all__ = [
     "CATEGORIES",
     "CATEGORY_HARD_NEGATIVE",
     "CATEGORY_MITOSIS",
+    "DEFAULT_PROFILES",
     "INFO",
     "LICENSES",
     "MIN_OBJECT_DISTANCE",
     "REFERENCE_AREA",
     "SCANNERS",
+    "SCANNER_SETS",
+    "ScannerSet",
     "UNLABELED_SCANNER",
     "ScannerProfile",
     "SynthObject",
@@ -60,6 +64,7 @@ __all__ = [
     "make_dataset",
     "make_slide",
     "render_content",
+    "scanner_set",
     "synth_image",
     "write_tiff",
 ]

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from .content import BORDER_MARGIN, CATEGORIES, CATEGORY_MITOSIS, SynthObject, render_content
-from .scanners import SCANNERS, UNLABELED_SCANNER, ScannerProfile, _scanner_key, apply_scanner, write_tiff
+from .profiles import DEFAULT_PROFILES, scanner_set
+from .scanners import SCANNERS, ScannerProfile, _scanner_key, apply_scanner, write_tiff
 
 INFO = {
     "description": "Synthetic MIDOG-style multi-scanner data set (midog synth)",
@@ -60,6 +61,7 @@ def make_dataset(
     images_per_scanner: int = 4,
     size: tuple[int, int] = (1024, 1024),
     workers: int | None = None,
+    profiles: str = DEFAULT_PROFILES,
 ) -> dict[str, Any]:
     """Write a synthetic MIDOG-layout data set to `out_dir` and return a summary.
 
@@ -72,6 +74,11 @@ def make_dataset(
 
     workers: images rendered at once in threads (default: up to 2, by CPU count). The
     output does not depend on it: every image has its own random stream.
+
+    profiles: the scanner-profile set (`profiles.SCANNER_SETS`). A set with unseen
+    scanners writes their images after the training scanners' (ids continuing), lists
+    them in unseen_annotations.json, ground_truth.json and domains.json, and never in
+    MIDOG.json, so training cannot see them.
     """
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -92,12 +99,16 @@ def make_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs = [(k, i) for k in range(len(SCANNERS)) for i in range(images_per_scanner)]
+    chosen = scanner_set(profiles)
+    scanners = chosen.all
+    unlabeled_name = chosen.unlabeled
+    unseen_names = {s.name for s in chosen.unseen}
+    jobs = [(k, i) for k in range(len(scanners)) for i in range(images_per_scanner)]
 
     def render(job: tuple[int, int]) -> list[SynthObject]:
         k, i = job
-        rgb, objects = synth_image(seed, SCANNERS[k], width, height, content_key=(k, i))
-        write_tiff(out / f"{k * images_per_scanner + i + 1:03d}.tiff", rgb, SCANNERS[k])
+        rgb, objects = synth_image(seed, scanners[k], width, height, content_key=(k, i))
+        write_tiff(out / f"{k * images_per_scanner + i + 1:03d}.tiff", rgb, scanners[k])
         return objects
 
     # Threads, not processes: the big numpy/scipy/zlib calls release the GIL, and
@@ -113,12 +124,14 @@ def make_dataset(
     labelled: list[dict] = []
     unlabeled: list[dict] = []
     unlabeled_images: list[dict] = []
+    unseen: list[dict] = []
+    unseen_images: list[dict] = []
     ground_truth: dict[str, list[list[float]]] = {}
     domains: dict[str, str] = {}
     scanners_info: dict[str, dict[str, Any]] = {}
     ann_id = 0
     paths: list[str] = []
-    for k, scanner in enumerate(SCANNERS):
+    for k, scanner in enumerate(scanners):
         first = k * images_per_scanner + 1
         last = (k + 1) * images_per_scanner
         counts = {c["name"]: 0 for c in CATEGORIES}
@@ -128,24 +141,26 @@ def make_dataset(
             objects = objects_of[(k, i)]
             paths.append(str(out / name))
             entry = {"license": 1, "file_name": name, "id": image_id, "width": width, "height": height}
-            images.append(entry)
+            is_unseen = scanner.name in unseen_names
+            (unseen_images if is_unseen else images).append(entry)
             domains[name] = scanner.name
             points = []
             for obj in objects:
                 ann_id += 1
                 ann = {"bbox": obj.bbox, "category_id": obj.category_id, "image_id": image_id, "id": ann_id}
-                (unlabeled if scanner.name == UNLABELED_SCANNER else labelled).append(ann)
+                (unseen if is_unseen else unlabeled if scanner.name == unlabeled_name else labelled).append(ann)
                 counts[CATEGORIES[obj.category_id - 1]["name"]] += 1
                 if obj.category_id == CATEGORY_MITOSIS:
                     points.append([obj.x * scanner.spacing_mm, obj.y * scanner.spacing_mm, 0])
             ground_truth[name] = points
-            if scanner.name == UNLABELED_SCANNER:
+            if scanner.name == unlabeled_name:
                 unlabeled_images.append(dict(entry))
         scanners_info[scanner.name] = {
             "id_range": [first, last],
             "spacing_mm": scanner.spacing_mm,
-            "labelled": scanner.name != UNLABELED_SCANNER,
+            "labelled": scanner.name != unlabeled_name,
             "counts": counts,
+            **({"unseen": True} if scanner.name in unseen_names else {}),
         }
 
     files = {
@@ -159,22 +174,29 @@ def make_dataset(
     _write_json(files["unlabeled_annotations_json"], _coco(unlabeled_images, unlabeled))
     _write_json(files["ground_truth_json"], ground_truth)
     _write_json(files["domains_json"], domains)
-    _write_json(
-        files["scanners_json"],
-        {
-            "scanners": [s.name for s in SCANNERS],
-            "unlabeled": UNLABELED_SCANNER,
-            "id_ranges": {n: v["id_range"] for n, v in scanners_info.items()},
-            "spacing_mm": {n: v["spacing_mm"] for n, v in scanners_info.items()},
-            "seed": seed,
-            "size": [width, height],
-        },
-    )
+    training = {n: v for n, v in scanners_info.items() if n not in unseen_names}
+    description: dict[str, Any] = {
+        # Training reads these keys: only the training scanners, so unseen ones stay out.
+        "scanners": [s.name for s in chosen.training],
+        "unlabeled": unlabeled_name,
+        "id_ranges": {n: v["id_range"] for n, v in training.items()},
+        "spacing_mm": {n: v["spacing_mm"] for n, v in training.items()},
+        "seed": seed,
+        "size": [width, height],
+    }
+    if chosen.name != DEFAULT_PROFILES:  # absent for the default: its files stay byte-identical
+        description["profiles"] = chosen.name
+    if chosen.unseen:
+        files["unseen_annotations_json"] = out / "unseen_annotations.json"
+        _write_json(files["unseen_annotations_json"], _coco(unseen_images, unseen))
+        description["unseen"] = {n: v["id_range"] for n, v in scanners_info.items() if n in unseen_names}
+        description["unseen_spacing_mm"] = {n: v["spacing_mm"] for n, v in scanners_info.items() if n in unseen_names}
+    _write_json(files["scanners_json"], description)
     totals = {c["name"]: sum(v["counts"][c["name"]] for v in scanners_info.values()) for c in CATEGORIES}
     return {
         "out_dir": str(out),
         "images": paths,
         **{k: str(v) for k, v in files.items()},
         "scanners": scanners_info,
-        "counts": {"images": len(images), **totals},
+        "counts": {"images": len(images) + len(unseen_images), **totals},
     }

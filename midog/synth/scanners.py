@@ -1,5 +1,6 @@
-"""The four synthetic scanners: how each turns stain optical density into RGB, and
-the TIFF it writes (resolution tags included)."""
+"""The original four synthetic scanners (profile set "legacy"): how each turns stain
+optical density into RGB, and the TIFF it writes (resolution tags included). The
+profiles modelled on the MIDOG scanners are in `profiles`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ class ScannerProfile:
     brightness: float  # added after contrast, in 8-bit levels
     blur_sigma: float  # px, optics
     noise_sigma: float  # 8-bit levels, sensor
+    # The scanner's own lossy compression (JPEG quality 1-100), applied once to the
+    # recorded image as the real scanners store their tiles; None: lossless (the
+    # original four profiles, whose files must stay byte-identical).
+    jpeg_quality: int | None = None
 
     @property
     def spacing_mm(self) -> float:
@@ -90,7 +95,18 @@ def apply_scanner(
         rgb += np.float32(scanner.noise_sigma) * rng.standard_normal(rgb.shape, dtype=np.float32)
     np.rint(rgb, out=rgb)
     np.clip(rgb, 0, 255, out=rgb)
-    return rgb.astype(np.uint8)
+    out = rgb.astype(np.uint8)
+    if scanner.jpeg_quality is not None:
+        out = jpeg_roundtrip(out, scanner.jpeg_quality)
+    return out
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """The image as a scanner storing JPEG tiles at `quality` hands it out: 8x8 block
+    artefacts and chroma subsampling, deterministic for a given libjpeg."""
+    import imagecodecs
+
+    return imagecodecs.jpeg8_decode(imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb), level=int(quality)))
 
 
 def _scanner_key(profile: ScannerProfile) -> int:

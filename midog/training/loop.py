@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..config import REFERENCE, AugmentConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
+from ..config import REFERENCE, UNIT_NORMALISATION, AugmentConfig, DetectorConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
 from .checkpoints import atomic_save, code_version, init_backbone
 from .curves import plot_log
@@ -73,17 +73,18 @@ def make_batch(
     rng: np.random.Generator | None = None,
     aug: AugmentConfig | None = None,
     recipe: Recipe = Recipe(),
+    config: DetectorConfig = REFERENCE,
 ) -> Batch:
     """Patches -> network input and targets: pixels / 255 (in float64, then float32, as the
     reference's pil2tensor), optional augmentation, normalisation, matching with the
-    recipe's IoU thresholds."""
+    recipe's IoU thresholds. `config` gives the standardisation (mean/std)."""
     from .augment import augment_batch
     from .matching import build_targets
 
     from ..detector.tiles import Normalizer
 
     device = anchors.device
-    normalizer = Normalizer(REFERENCE)
+    normalizer = Normalizer(config)
     # The core's transform: float32 division by 255 equals the reference's float64 one for
     # every uint8 value, so the parity vectors hold; augmentation works on [0, 1] pixels.
     x = normalizer.to_unit(torch.from_numpy(np.stack([p.pixels for p in patches])))
@@ -155,6 +156,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.recipe = cfg.objective
+        # The detector config validation and the checkpoint use: the reference's, or with
+        # --no-standardize the unit normalisation the weak baseline trains with.
+        self.det_config = REFERENCE if cfg.standardize else dataclasses.replace(REFERENCE, **UNIT_NORMALISATION)
         self.model = RetinaNetDA(REFERENCE, detach_laterals=self.recipe.detach_laterals)
         self.backbone = init_backbone(self.model, cfg.backbone)
         self.model.to(self.device)
@@ -182,8 +186,8 @@ class Trainer:
     def meta(self, row: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps({
             "threshold": row.get("threshold", REFERENCE.threshold),
-            "normalisation": {"mean": list(REFERENCE.mean), "std": list(REFERENCE.std), "scale": "pixel / 255"},
-            "config": REFERENCE.to_dict(),
+            "normalisation": {"mean": list(self.det_config.mean), "std": list(self.det_config.std), "scale": "pixel / 255"},
+            "config": self.det_config.to_dict(),
             "train": self.cfg.to_dict(),
             "recipe": self.recipe.to_dict(),
             "backbone_init": self.backbone,
@@ -213,10 +217,12 @@ class Trainer:
         training steps (validation settings and the machine may change)."""
         cfg = self.cfg
         sampling = {k: v for k, v in asdict(cfg.sampling).items() if k != "val_patches"}
+        # Standardisation only when off: runs saved before the option existed still resume.
         return json.loads(json.dumps({
             "data": self.data_meta["annotations_sha256"], "split": self.data_meta["split_sha256"],
             "sampling": sampling, "optim": asdict(cfg.optim), "recipe": self.recipe.to_dict(),
             "augment": asdict(cfg.augment), "seed": cfg.seed, "select": cfg.select,
+            **({} if cfg.standardize else {"standardize": False}),
         }))
 
     def legacy_fingerprint(self) -> dict[str, Any] | None:
@@ -227,7 +233,7 @@ class Trainer:
         if ((cfg.optim.div_factor, cfg.optim.final_div, cfg.optim.moms) != (o.div_factor, o.final_div, o.moms)
                 or (r.match_fg_iou, r.match_bg_iou, r.focal_gamma, r.focal_alpha)
                 != (ro.match_fg_iou, ro.match_bg_iou, ro.focal_gamma, ro.focal_alpha)
-                or dataclasses.replace(cfg.augment, enabled=True) != AugmentConfig()):
+                or dataclasses.replace(cfg.augment, enabled=True) != AugmentConfig() or not cfg.standardize):
             return None
         switches = ("detach_laterals", "detach_focal_weights", "normalise", "domain_focal")
         base = r.name.split("+")[0]
@@ -261,7 +267,7 @@ class Trainer:
     def batch_loss(self, patches: list, rng: np.random.Generator, augment: bool, alpha: float):
         from .losses import total_loss
 
-        b = make_batch(patches, self.anchors, self.cfg.sampling.patch_size, rng, self.cfg.augment if augment else None, self.recipe)
+        b = make_batch(patches, self.anchors, self.cfg.sampling.patch_size, rng, self.cfg.augment if augment else None, self.recipe, self.det_config)
         with autocast(self.device, self.amp):
             if self.recipe.domain_weight > 0:
                 logits, deltas, dom = self.model.forward_train(b.x, alpha)
@@ -311,7 +317,7 @@ class Trainer:
             out["val_det"], out["val_dom"] = det / n_batches, dom / n_batches
         labelled = [r for r in self.parts["valid"] if r.labelled]
         if labelled:
-            m = evaluate_images(self.model, labelled, REFERENCE, cfg.val_min_score)
+            m = evaluate_images(self.model, labelled, self.det_config, cfg.val_min_score)
             out.update(aucpr=m.aucpr, f1=m.f1, mean_f1=m.mean_f1, threshold=m.threshold)
             for sc, v in m.per_scanner.items():
                 out[f"aucpr[{sc}]"], out[f"f1[{sc}]"] = v["aucpr"], v["f1"]

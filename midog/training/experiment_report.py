@@ -1,0 +1,226 @@
+"""DIR/report.md of `midog experiment`: Table 1 (precision, recall, F1 per scanner and
+model, seen and unseen scanners marked), the spread over seeds, bootstrap F1, the
+operating point and how far each scanner's best threshold lies from it, UMAPs, training
+curves, and what was found, stated from the numbers whichever model they favour.
+results.json holds every number of the tables."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import write_json_atomic, write_text_atomic
+from ..evaluation.metrics import rates
+from .experiment import MODELS, SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN, plateau_threshold
+from .experiment_plots import f1_by_threshold, plot_bootstrap, plot_curves, plot_f1_threshold
+
+STATUS_ORDER = (SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN)
+POOLED = {SEEN_LABELLED: "all seen, labelled", SEEN_UNLABELLED: "all seen, unlabelled", UNSEEN: "all unseen"}
+ALL_SCANNERS = "all scanners"
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def scanner_order(status: dict[str, str], ev: Any) -> list[str]:
+    """Scanners of the evaluation, seen labelled first, then seen unlabelled, then unseen."""
+    names = [g.name for g in ev.groups[:-1]]
+    # `status` lists the scanners in held-out image order, i.e. the training scanners' id order.
+    order = list(status) + [n for n in names if n not in status]
+    return sorted(names, key=lambda s: (STATUS_ORDER.index(status.get(s, UNSEEN)), order.index(s)))
+
+
+def rows_of(result: Any, status: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Row name -> {tp, fp, fn, precision, recall, f1, images}: every scanner, the pooled
+    status groups and all scanners, from the evaluation's official per-image counts."""
+    ev = result.evaluation
+    out = {}
+    for g in ev.groups[:-1]:
+        out[g.name] = {"tp": g.tp, "fp": g.fp, "fn": g.fn, "images": len(g.images), **_rates(g.values)}
+    for st in STATUS_ORDER:
+        images = [n for g in ev.groups[:-1] if status.get(g.name) == st for n in g.images]
+        if images:
+            tp, fp, fn = (sum(getattr(ev.scores[n], k) for n in images) for k in ("true_positives", "false_positives", "false_negatives"))
+            out[POOLED[st]] = {"tp": tp, "fp": fp, "fn": fn, "images": len(images), **_rates(rates(tp, fp, fn))}
+    a = ev.all
+    out[ALL_SCANNERS] = {"tp": a.tp, "fp": a.fp, "fn": a.fn, "images": len(a.images), **_rates(a.values)}
+    return out
+
+
+def _rates(values: dict[str, Any]) -> dict[str, Any]:
+    return {"precision": values["precision"], "recall": values["recall"], "f1": values["f1_score"]}
+
+
+def best_thresholds(result: Any, scanners: list[str]) -> dict[str, dict[str, float]]:
+    """Per scanner on the held-out images: the best threshold (middle of the exact F1
+    maximum), its F1, the F1 at the chosen threshold and the distance best - chosen."""
+    out, rows = {}, rows_of(result, {})
+    for sc in scanners:
+        t, f1 = f1_by_threshold(result.evaluation, sc)
+        if not len(t) or not np.isfinite(f1).any():
+            continue
+        i = plateau_threshold(t, f1, 0.0)
+        chosen = result.validation.chosen
+        at_chosen = rows[sc]["f1"] if sc in rows else None
+        out[sc] = {"best": float(t[i]), "f1_best": float(f1[i]), "f1_chosen": at_chosen, "distance": float(t[i] - chosen)}
+    return out
+
+
+def table1(results: list, status: dict[str, str], labels: dict[str, str]) -> str:
+    models = [r.model for r in results]
+    header = ["Scanner", "Status"] + [f"{m} {k}" for m in models for k in ("P", "R", "F1")]
+    per = [rows_of(r, status) for r in results]
+    rows = []
+    for name in per[0]:
+        st = status.get(name, "pooled" if name != ALL_SCANNERS else "")
+        cells = [_fmt(p.get(name, {}).get(k)) for p in per for k in ("precision", "recall", "f1")]
+        bold = name in POOLED.values() or name == ALL_SCANNERS
+        rows.append([f"**{name}**" if bold else name, st] + cells)
+    return _table(header, rows)
+
+
+def spread_table(results: list, status: dict[str, str], models: list[str]) -> str:
+    by_model = {m: [rows_of(r, status) for r in results if r.model == m] for m in models}
+    names = list(rows_of(results[0], status))
+    rows = []
+    for name in names:
+        cells = []
+        for m in models:
+            f1 = [p[name]["f1"] for p in by_model[m] if name in p and p[name]["f1"] is not None]
+            sd = statistics.stdev(f1) if len(f1) > 1 else float("nan")
+            cells.append(f"{statistics.mean(f1):.3f} ± {_fmt(sd)} ({min(f1):.3f}-{max(f1):.3f})" if f1 else "n/a")
+        rows.append([name] + cells)
+    return _table(["Scanner"] + [f"{m} F1 mean ± sd (min-max)" for m in models], rows)
+
+
+def findings(first: list, status: dict[str, str], scanners: list[str]) -> list[str]:
+    """Statements read off the numbers; no model is assumed to win."""
+    per = {r.model: rows_of(r, status) for r in first}
+    out = []
+    for name in [POOLED[s] for s in STATUS_ORDER if POOLED[s] in next(iter(per.values()))] + [ALL_SCANNERS]:
+        f1 = {m: rows[name]["f1"] for m, rows in per.items() if rows[name]["f1"] is not None}
+        if f1:
+            top = max(f1.values())
+            best = [m for m, v in f1.items() if v == top]
+            ranking = ", ".join(f"{m} {v:.3f}" for m, v in sorted(f1.items(), key=lambda kv: -kv[1]))
+            verdict = f"best: {best[0]}" if len(best) == 1 else f"tied: {', '.join(best)}"
+            out.append(f"**{name}**: F1 {ranking}; {verdict}.")
+    for sc in scanners:
+        cis = {r.model: next(g for g in r.evaluation.groups if g.name == sc).ci95.get("f1_score") for r in first}
+        f1 = {m: per[m][sc]["f1"] for m in per if per[m][sc]["f1"] is not None}
+        if len(f1) < 2:
+            continue
+        order = sorted(f1, key=lambda m: -f1[m])
+        a, b = order[0], order[1]
+        ca, cb = cis.get(a), cis.get(b)
+        overlap = ca is not None and cb is not None and ca[0] <= cb[1] and cb[0] <= ca[1]
+        verdict = "the bootstrap 95% intervals overlap: not distinguishable on these images" if overlap else "the bootstrap 95% intervals do not overlap"
+        out.append(f"{sc} ({status.get(sc, '?')}): {a} {f1[a]:.3f} vs {b} {f1[b]:.3f}; {verdict}.")
+    bright = [s for s in scanners if status.get(s) == SEEN_UNLABELLED]
+    if bright and "weak" in per:
+        sc = bright[0]
+        w = per["weak"][sc]
+        others = ", ".join(f"{m} P {_fmt(per[m][sc]['precision'])} R {_fmt(per[m][sc]['recall'])}" for m in per if m != "weak")
+        out.append(f"The weak baseline on {sc} (the bright, low-contrast unlabelled scanner): precision {_fmt(w['precision'])}, "
+                   f"recall {_fmt(w['recall'])}, F1 {_fmt(w['f1'])} (TP {w['tp']}, FP {w['fp']}, FN {w['fn']}); {others}.")
+    return out
+
+
+def write_report(result: Any, out: Path) -> Path:
+    """report.md, results.json and the figures in `out`; returns the report's path."""
+    cfg, results, status = result.config, result.results, result.status
+    models = list(dict.fromkeys(r.model for r in results))
+    seeds = sorted({r.seed for r in results})
+    first = [r for r in results if r.seed == seeds[0]]
+    scanners = scanner_order(status, first[0].evaluation)
+    labels = {s: f"{s} ({status.get(s, '?')})" for s in scanners}
+    figures = {
+        "bootstrap_f1.png": plot_bootstrap(first, scanners, labels, out / "bootstrap_f1.png"),
+        "f1_threshold.png": plot_f1_threshold(first, scanners, labels, out / "f1_threshold.png"),
+        "training_curves.png": plot_curves(results, out / "training_curves.png"),
+    }
+    thresholds = {f"seed {r.seed} {r.model}": best_thresholds(r, scanners) for r in results}
+    base = cfg.base
+    lines = [
+        "# Experiment: weak baseline, strong baseline and domain-adversarial training per scanner",
+        "",
+        f"Data: `{base.data.annotations}`; seeded split per scanner: {base.data.val_per_scanner or 'one fifth'} validation, "
+        f"{base.data.test_per_scanner} test image(s); held-out images: the test split plus every ground-truth image that "
+        "MIDOG.json does not list (the unseen scanners, never in training).",
+        f"Budget, the same for every model: {base.optim.epochs} epochs of {base.sampling.train_patches} patches per scanner "
+        f"({base.sampling.patch_size} px, {base.sampling.per_scanner} per scanner a batch), max LR {base.optim.max_lr:g}, "
+        f"backbone {base.backbone}, seeds {', '.join(map(str, seeds))}.",
+        "",
+        "| model | definition |",
+        "| --- | --- |",
+        *[f"| {m} | {MODELS[m]} |" for m in models],
+        "",
+        "Model selection: best mean validation AUCPR, ties to the higher validation domain loss (the more confused "
+        "scanner classifier). Operating point: the middle of the plateau (within "
+        f"{cfg.plateau_tolerance:g} of the best) of F1 over all labelled validation images pooled.",
+        "",
+        "## What was found",
+        "",
+        *[f"- {s}" for s in findings(first, status, scanners)],
+        "",
+        f"## Table 1: precision (P), recall (R), F1 per scanner (seed {seeds[0]})",
+        "",
+        table1(first, status, labels),
+    ]
+    for s in seeds[1:]:
+        lines += [f"Seed {s}:", "", table1([r for r in results if r.seed == s], status, labels)]
+    lines += ["## Spread over seeds", ""]
+    lines += [spread_table(results, status, models)] if len(seeds) > 1 else ["One seed: no spread (run with --seeds N).", ""]
+    ci_rows = [[labels[sc]] + [f"{_fmt(rows_of(r, status)[sc]['f1'])} {_ci(r, sc)}" for r in first] for sc in scanners]
+    lines += [
+        "## Bootstrapped F1 per scanner", "",
+        f"Resampling the images of each scanner with replacement ({cfg.bootstrap} resamples; seed {seeds[0]}).", "",
+        _table(["Scanner"] + [f"{m} F1 [95% CI]" for m in models], ci_rows),
+        "![bootstrap F1](bootstrap_f1.png)", "",
+        "## Operating point and how it transfers", "",
+        "Chosen on validation (dashed lines); per scanner, the held-out images' best threshold and its distance "
+        "from the chosen one (best - chosen), with F1 at each.", "",
+    ]
+    op_rows = []
+    for r in results:
+        t = thresholds[f"seed {r.seed} {r.model}"]
+        best = r.summary.get("best") or {}
+        cells = [f"{v['best']:.2f} ({v['distance']:+.2f}; F1 {_fmt(v['f1_best'])} vs {_fmt(v['f1_chosen'])})" if sc in t and (v := t[sc]) else "n/a" for sc in scanners]
+        op_rows.append([f"{r.model} (seed {r.seed})", str(best.get("epoch", "?")), f"{r.validation.chosen:.2f}"] + cells)
+    lines += [_table(["Model", "Selected epoch", "Chosen threshold"] + scanners, op_rows), "![F1 against threshold](f1_threshold.png)", ""]
+    lines += ["## UMAP of encoder features, coloured by scanner", ""]
+    for r in first:
+        if r.umap_png is not None:
+            lines += [f"**{r.model}**", "", f"![UMAP {r.model}]({r.umap_png.relative_to(out)})", ""]
+    lines += ["## Training curves", "", "Detection loss, domain loss (dotted: validation), GRL alpha and validation AUCPR.", "",
+              "![training curves](training_curves.png)", ""]
+    lines += ["## Per-model evaluation and wall times", ""]
+    for r in results:
+        rel = lambda p: p.relative_to(out)  # noqa: E731
+        lines.append(f"- {r.model}, seed {r.seed}: run `{rel(r.run_dir)}`, predictions `{rel(r.predictions_dir)}`, "
+                     f"`midog evaluate` outputs `{rel(r.run_dir.parent / (r.run_dir.name + '-evaluation'))}`, "
+                     f"{result.seconds.get(f'seed {r.seed} {r.model}', float('nan')):.0f} s")
+    lines.append("")
+    write_json_atomic(out / "results.json", {
+        "status": status, "models": models, "seeds": seeds,
+        "rows": {f"seed {r.seed} {r.model}": rows_of(r, status) for r in results},
+        "chosen_threshold": {f"seed {r.seed} {r.model}": r.validation.chosen for r in results},
+        "best_thresholds": thresholds, "seconds": result.seconds, "figures": list(figures),
+    }, indent=1)
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+def _ci(r: Any, sc: str) -> str:
+    ci = next(g for g in r.evaluation.groups if g.name == sc).ci95.get("f1_score")
+    return "[n/a]" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
