@@ -25,13 +25,13 @@ from evalutils import DetectionAlgorithm
 from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
-from midog.pipeline.image import Detector, remove_stale_temp
+from midog.atomic import output_lock, remove_stale_temp, write_json_atomic
+from midog.pipeline.image import Detector
 from midog.detector.detections import MITOTIC
 from midog.detector.device import describe_runtime, pick_device
-from midog.errors import MidogError, image_error_line
+from midog.errors import MidogError, describe, exit_status, image_error_line, shown, signals_interrupt
 from midog.detector.weights import git_blob_sha1, published_weights
 from midog.config.checks import check_positive, check_probability, checked
-from midog.atomic import write_json_atomic
 from midog.commands.args import positive as positive_arg
 from midog.commands.args import probability as probability_arg
 from midog.detector.detections import STYLES as CORE_STYLES
@@ -83,12 +83,26 @@ class ImageFileLoader(FileLoader):
         self.root = root
 
     def load(self, *, fname: Path) -> list[dict[str, Any]]:
+        name = fname.relative_to(self.root).as_posix()
+        if not inside(fname, self.root):
+            # A symbolic link (of the file or a folder above it) that leads out of the input
+            # folder: never read; for an image, that image's error.
+            reason = f"{shown(fname)}: a symbolic link that leads outside {self.root}; not read"
+            if fname.suffix.lower() in IMAGE_SUFFIXES:
+                return [{"path": fname, "filename": name, "refused": reason}]
+            log.warning(f"warning: {reason}")
+            return []
         if fname.is_dir():
             return []
         if fname.suffix.lower() not in IMAGE_SUFFIXES:
-            log.info(f"skipping {fname.relative_to(self.root)}: not an image file")
+            log.info(f"skipping {shown(name)}: not an image file")
             return []
-        return [{"path": fname, "filename": fname.relative_to(self.root).as_posix()}]
+        return [{"path": fname, "filename": name, "refused": None}]
+
+
+def inside(path: Path, root: Path) -> bool:
+    """`path`, with every symbolic link followed, lies in `root` (also followed)."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def find_layout(input_dir: Path) -> tuple[str, Path]:
@@ -118,6 +132,16 @@ def find_layout(input_dir: Path) -> tuple[str, Path]:
     if not sockets:
         log.warning(f"warning: {inputs_json} lists no image socket; looking in {ROI_FOLDER}/")
         return "2022", roi
+    # A relative_path that is absolute, climbs with "..", or passes a symbolic link out of
+    # the input folder would read images from elsewhere on the machine: refused.
+    kept = [s for s in sockets if isinstance(s["relative_path"], str) and inside(input_dir / s["relative_path"], input_dir)]
+    for socket in sockets:
+        if socket not in kept:
+            log.warning(f"warning: {inputs_json}: ignoring relative_path {shown(repr(socket['relative_path']))}: it leads outside {input_dir}")
+    if not kept:
+        log.warning(f"warning: {inputs_json} lists no image socket inside {input_dir}; looking in {ROI_FOLDER}/")
+        return "2022", roi
+    sockets = kept
     # The ROI socket first; then any image socket whose folder is there.
     sockets.sort(key=lambda socket: socket.get("slug") != ROI_SLUG)
     folders = [input_dir / socket["relative_path"] for socket in sockets]
@@ -240,14 +264,25 @@ class MitoticFigureDetection(DetectionAlgorithm):
         if len(self._cases["input_image"]) == 0:
             raise MidogError(f"no image files under {self.image_dir}")
         self.validate()
-        remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
-        self.detector = Detector(self.weights, self.device, self.threshold)
-        self.detector.limits = self.limits
-        source = f" ({self.weights_source})" if self.weights_source else ""
-        log.info(f"weights {self.weights}{source}, threshold {self.detector.threshold:g}, device {self.detector.device}")
-        self.process_cases()
-        self.save()
+        with output_lock(self.output_dir):  # two runs on one /output would interleave their results
+            remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
+            self.detector = Detector(self.weights, self.device, self.threshold)
+            self.detector.limits = self.limits
+            source = f" ({self.weights_source})" if self.weights_source else ""
+            log.info(f"weights {self.weights}{source}, threshold {self.detector.threshold:g}, device {self.detector.device}")
+            self.process_cases()
+            self.save()
         return sum(1 for case in self._case_results if case["error"] is not None)
+
+    def process_cases(self, file_loader_key: str | None = None) -> None:
+        """evalutils' loop, saving after every image: when the platform kills the container
+        at its time limit (or a signal stops it), results.json holds every image finished
+        so far and mitotic-figures.json the first result, both complete JSON."""
+        self._case_results = []
+        self.write_results()  # from the start, /output holds this run's results, not an earlier run's
+        for idx, case in self._cases[file_loader_key or self._index_key].iterrows():
+            self._case_results.append(self.process_case(idx=idx, case=case))
+            self.write_results()
 
     def predict(self, *, input_image: Path) -> dict[str, Any]:  # type: ignore[override]
         # Takes the file, not a loaded image: the core reads it (regions of whole slides).
@@ -260,6 +295,10 @@ class MitoticFigureDetection(DetectionAlgorithm):
 
     def process_case(self, *, idx: int, case: Any) -> dict[str, Any]:
         path, name = Path(case["path"]), case["filename"]
+        refused = case.get("refused")
+        if isinstance(refused, str):  # pandas may hold a missing value as NaN, not None
+            log.error(f"error: {refused}")
+            return {"filename": name, "mitotic-figures": None, "error": refused}
         start = time.monotonic()
         try:
             result = self.predict(input_image=path)
@@ -273,21 +312,31 @@ class MitoticFigureDetection(DetectionAlgorithm):
             log.error(f"error: {message}")
             return {"filename": name, "mitotic-figures": None, "error": message}
         n = sum(1 for p in result["points"] if p.get("name", MITOTIC) == MITOTIC)
-        log.info(f"{name}: {n} mitotic figures, {len(result['points'])} points ({time.monotonic() - start:.1f} s)")
+        log.info(f"{shown(name)}: {n} mitotic figures, {len(result['points'])} points ({time.monotonic() - start:.1f} s)")
         return {"filename": name, "mitotic-figures": result, "error": None}
 
-    def save(self) -> None:
+    def write_results(self) -> list[dict[str, Any]]:
+        """results.json with every case so far, and mitotic-figures.json with the first
+        result (or none: a stale file of an earlier run would look like a result)."""
         cases = self._case_results
         write_json_atomic(self.output_dir / CASES_FILE, cases)
         target = self.output_dir / RESULT_FILE
         done = [case for case in cases if case["error"] is None]
         if not done:
-            target.unlink(missing_ok=True)  # a stale file from an earlier run would look like a result
+            target.unlink(missing_ok=True)
+        elif done[0] is cases[-1]:  # the first result appeared with this case; later ones do not change it
+            write_json_atomic(target, done[0]["mitotic-figures"])
+        return done
+
+    def save(self) -> None:
+        cases = self._case_results
+        target = self.output_dir / RESULT_FILE
+        done = self.write_results()
+        if not done:
             log.error(f"no image succeeded: {target} not written; errors are in {self.output_dir / CASES_FILE}")
             return
-        write_json_atomic(target, done[0]["mitotic-figures"])
         if len(cases) > 1:
-            log.info(f"{target} holds {done[0]['filename']}; every image's result is in {self.output_dir / CASES_FILE}")
+            log.info(f"{target} holds {shown(done[0]['filename'])}; every image's result is in {self.output_dir / CASES_FILE}")
         failed = len(cases) - len(done)
         if failed:
             log.warning(f"{failed} of {len(cases)} images failed")
@@ -381,10 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         algorithm = MitoticFigureDetection(
             args.input, args.output, weights, args.style, threshold, str(device), limits=limits, time_budget=budget, weights_source=source
         )
-        failed = algorithm.process()
+        with signals_interrupt():
+            failed = algorithm.process()
     except MidogError as exc:
         log.error(f"error: {exc}")
         return 2
+    except KeyboardInterrupt as exc:  # SIGTERM at the platform's time limit, or Ctrl-C
+        log.error(f"error: {describe(exc)}; {args.output / CASES_FILE} holds every image finished before")
+        return exit_status(exc)
     return 1 if failed else 0
 
 

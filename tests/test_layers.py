@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "midog"
 
 # Bottom to top. Boxes on one line are siblings: neither may import the other.
 LAYERS = [
-    ("errors", "atomic"),
+    ("errors",),  # imports nothing of midog: atomic's WriteError and lock refusal are MidogErrors
+    ("atomic",),
     ("config",),
     ("slides", "network"),
     ("detector",),

@@ -36,10 +36,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "which keeps outputs byte-identical to it; fewer run faster with several workers per node, differing in the last float bit)",
     )
     p.add_argument("--force", action="store_true", help="redo every image, even those already finished")
+    p.add_argument(
+        "--dashboard", action="store_true",
+        help="with a local Ray: start Ray's dashboard, on 127.0.0.1 only (default: off; a local Ray listens on 127.0.0.1 only)",
+    )
     add_detection_args(p)
     p.set_defaults(
         run=lambda a: run_batch(
             a.inputs, a.output, a.weights or published_weights(), detect_options(a), a.workers, a.address, a.gpus_per_worker,
-            a.cpus_per_worker, a.force, a.progress,
+            a.cpus_per_worker, a.force, a.progress, a.dashboard,
         )
     )

@@ -9,7 +9,7 @@ import sys
 import traceback
 
 from .. import __version__
-from ..errors import MidogError
+from ..errors import MidogError, describe, exit_status, signals_interrupt
 
 # Libraries that log their own warnings (tifffile on odd tags, ...): shown with --verbose only.
 LIBRARY_LOGGERS = ("tifffile", "tiffslide", "openslide", "PIL")
@@ -110,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(bool(getattr(args, "verbose", False)), bool(getattr(args, "quiet", False)), bool(getattr(args, "debug", False)))
     try:
-        return int(args.run(args) or 0)
+        with signals_interrupt():
+            return int(args.run(args) or 0)
     except MidogError as exc:
         if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"midog {args.command}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_status", 1))
-    except KeyboardInterrupt:
-        print(f"midog {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # Results already written stay; nothing half-written does (the atomic writers).
+        print(f"midog {args.command}: {describe(exc)}; results written so far are kept", file=sys.stderr)
+        return exit_status(exc)
     except Exception as exc:  # a bug or an environment problem: one line, the traceback with --debug
         if getattr(args, "debug", False):
             traceback.print_exc()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..detector.weights import published_weights
 from ..errors import UsageError
+from ..results.sidecar import sidecar_path
 from ..pipeline.image import DetectOptions, check_writable, detect_or_error, output_paths, remove_stale_temp
 from .args import add_detection_args, detect_options
 
@@ -29,7 +30,7 @@ def run_detect(
         raise UsageError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
     targets = output_paths(images, output)
     check_writable(targets)
-    remove_stale_temp(targets)
+    remove_stale_temp([*targets, *map(sidecar_path, targets)])  # what a killed run left beside them
     detector = options.detector(weights)
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):

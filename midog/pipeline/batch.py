@@ -23,7 +23,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json_atomic, write_text_atomic
+from ..atomic import output_lock, remove_stale_temp, write_json_atomic, write_text_atomic
+from .cluster import connect
 from .inputs import (
     FINGERPRINT_BYTES,
     FINGERPRINT_DIR,
@@ -38,8 +39,9 @@ from .inputs import (
     is_finished,
     output_targets,
 )
+from ..results.sidecar import sidecar_path
 from .image import DetectOptions, detect_or_error
-from ..errors import MidogError
+from ..errors import MidogError, WriteError, describe
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +91,17 @@ class DetectorWorker:
         started = time.perf_counter()
         # The same per-image error handling as `midog detect`: any failure becomes one line
         # and leaves no earlier output for that image behind.
-        _, error, info = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
+        disk_full, info = False, {}
+        try:
+            _, error, info = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
+        except WriteError as exc:  # the output disk is full: the driver stops handing out slides
+            error, disk_full = str(exc), True
         return {
             "status": "failed" if error else "ok",
             "error": error,
             "seconds": round(time.perf_counter() - started, 3),
             "tiles": info.get("tiles"),
+            "disk_full": disk_full,
         }
 
 
@@ -108,35 +115,6 @@ def _detect_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _ray_token_available() -> bool:
-    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")) or (Path.home() / ".ray" / "auth_token").is_file()
-
-
-def _connect(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int | None) -> bool:
-    """Join `address`, or start a local Ray sized for the workers. True when we started it."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting from an offline tool
-    if ray.is_initialized():
-        return False
-    if address:
-        kwargs: dict[str, Any] = {"logging_level": logging.ERROR}
-        if not address.startswith("ray://"):
-            kwargs["log_to_driver"] = False
-        elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
-            # Ray turns token authentication on by itself when it finds a token, except
-            # through the Ray client; do the same there.
-            os.environ["RAY_AUTH_MODE"] = "token"
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise MidogError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
-        return True
-    cores = os.cpu_count() or 1
-    # Logical CPUs: room for every worker asked for, each with its threads.
-    cpus = max(cores, (workers or 1) * (cpus_per_worker or 1))
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    return True
 
 
 def plan_workers(
@@ -193,16 +171,15 @@ def run_batch(
     cpus_per_worker: int | None = None,
     force: bool = False,
     progress: bool = True,
+    dashboard: bool = False,
 ) -> int:
-    """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray."""
+    """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray.
+    One run at a time per output folder (`output_lock`); a second is refused (exit 2)."""
     try:
-        import ray
+        import ray  # noqa: F401  (installed?)
     except ImportError:
         log.error("midog batch: error: %s", INSTALL_HINT)
         return 2
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     started = time.perf_counter()
     options.check()
     images = collect_images(inputs)
@@ -212,6 +189,21 @@ def run_batch(
     targets = output_targets(images, output)
     if not weights.is_file():
         raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
+    with output_lock(output):
+        if (output / FINGERPRINT_DIR).is_symlink():  # its sidecars would be written wherever it points
+            raise MidogError(f"{output / FINGERPRINT_DIR}: is a symbolic link; remove it (midog batch makes this folder itself)")
+        return _run_locked(images, targets, output, weights, options, workers, address, gpus_per_worker, cpus_per_worker, force, progress, dashboard, started)
+
+
+def _run_locked(
+    images: list[Path], targets: list[Path], output: Path, weights: Path, options: DetectOptions, workers: int | None,
+    address: str | None, gpus_per_worker: float | None, cpus_per_worker: int | None, force: bool, progress: bool,
+    dashboard: bool, started: float,
+) -> int:
+    import ray
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     # Everything that changes an output's bytes, as JSON (the fingerprint stores it so):
     # limits, the time budget and the device decide whether and where an image runs, not
     # its bytes (float32 either way), so a rerun with other ones still skips what is done.
@@ -238,7 +230,7 @@ def run_batch(
 
     def finish(i: int, result: dict[str, Any]) -> None:
         nonlocal tiles_done
-        rows[i].update(result)
+        rows[i].update({k: v for k, v in result.items() if k in REPORT_FIELDS})
         if result["status"] == "ok":
             # The sidecar follows the output: an image counts as finished only once both exist.
             write_json_atomic(fingerprint_path(targets[i]), {"image": str(images[i]), **records[i], "tiles": result["tiles"]})
@@ -253,7 +245,9 @@ def run_batch(
     try:
         if todo:
             local_cores = None if address else _detect_threads()
-            started_ray = _connect(ray, address, workers, cpus_per_worker or local_cores)
+            # Logical CPUs of a local Ray: room for every worker asked for, each with its threads.
+            cpus = max(os.cpu_count() or 1, (workers or 1) * (cpus_per_worker or local_cores or 1))
+            started_ray = connect(ray, address, cpus, dashboard)
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
             n_workers, cpus_each, gpus_each = plan_workers(nodes, options.device, workers, cpus_per_worker, gpus_per_worker, local_cores)
             actor_options = dict(num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=-1, max_task_retries=TASK_RETRIES)
@@ -267,16 +261,18 @@ def run_batch(
 
             resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
             _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, per_image, finish)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (errors.Interrupted)
         for row in rows:
             if row["status"] is None:
-                row.update(status="failed", output=None, error=f"{row['image']}: interrupted before it finished")
+                row.update(status="failed", output=None, error=f"{row['image']}: {describe(exc)} before it finished")
         _write_report(output, rows)
         raise
     finally:
         bar.close()
         if started_ray:
             ray.shutdown()
+        # Workers stopped mid-write leave their temporary files; only those no live writer holds go.
+        remove_stale_temp([t for i in todo for t in (targets[i], sidecar_path(targets[i]), fingerprint_path(targets[i]))])
 
     report = _write_report(output, rows)
     wall = time.perf_counter() - started
@@ -339,6 +335,10 @@ def _dispatch(
         else:
             if i is not None:
                 finish(i, result)
+                if result.get("disk_full"):
+                    while queue:
+                        j = queue.pop()
+                        finish(j, {"status": "failed", "error": f"{images[j]}: not run: {result['error']}", "seconds": None, "tiles": None})
         if actor is not None and queue:
             j = queue.pop()
             pending[actor.detect.remote(str(images[j]), str(targets[j]), options)] = (actor, j)

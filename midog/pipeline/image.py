@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..atomic import remove_stale_temp as remove_stale_temp
 from ..detector.core import Detector as Detector
-from ..errors import TimeBudgetError, UsageError, image_error_line
+from ..errors import TimeBudgetError, UsageError, WriteError, image_error_line, shown
 
 if TYPE_CHECKING:
     from ..results.writers import Extras
@@ -53,14 +54,6 @@ def check_writable(targets: list[Path]) -> None:
             raise UsageError(f"cannot write {target}: it is a folder")
 
 
-def remove_stale_temp(targets: list[Path]) -> None:
-    """Temporary files that a killed run left beside these outputs (write_json_atomic's
-    `.<name>.*.tmp`): only ours, by name, never anything else in the folder."""
-    for target in targets:
-        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
 class Outcome(NamedTuple):
     """How one image went: its summary line, or its one-line error; the detector's run
     info (tiles run and skipped, seconds) when it got that far."""
@@ -93,7 +86,7 @@ def detect_to_file(
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
     n_mitotic = int(detections.mitotic().sum())
-    summary = f"{image}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {target}" + (f"; {extra}" if extra else "")
+    summary = f"{shown(image)}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {shown(target)}" + (f"; {extra}" if extra else "")
     return summary, info
 
 
@@ -101,7 +94,8 @@ def detect_or_error(
     detector: Detector, image: Path, target: Path, *args: Any, debug: bool = False, time_budget: float | None = None, **kwargs: Any
 ) -> Outcome:
     """`detect_to_file` for one image of a batch: its summary, or a one-line error for any
-    failure, with no output of an earlier run left behind for that image."""
+    failure, with no output of an earlier run left behind for that image. A full output
+    disk (WriteError.disk_full) is raised instead: every later image would fail too."""
     deadline = time.monotonic() + time_budget if time_budget else None
     try:
         summary, info = detect_to_file(detector, image, target, *args, deadline=deadline, **kwargs)
@@ -118,6 +112,8 @@ def detect_or_error(
             sidecar_path(target).unlink(missing_ok=True)
         except OSError:
             pass
+        if isinstance(exc, WriteError) and exc.disk_full:  # every later image would fail the same way, after its whole run
+            raise
         line = image_error_line(image, exc)
         if isinstance(exc, TimeBudgetError) and time_budget:
             line += f" of {time_budget:g} s"

@@ -40,7 +40,7 @@ from .spacing import (
     tiff_spacing_mm,
 )
 from .slide import ArraySlide, Slide
-from .tiff_layout import check_chunks, pick_series, sparse_grid
+from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
 from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide, is_vendor_wsi
 
 __all__ = [
@@ -318,6 +318,7 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     `readers` is how many threads will read regions at once; `limits` bound what it may cost."""
     path = Path(path)
     check_file(path)
+    check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
         return OpenSlideSlide(path, mpp, limits)

@@ -45,11 +45,79 @@ def pick_series(tif: Any, path: Path) -> int:
 
 
 
-def sparse_grid(page: Any) -> np.ndarray | None:
-    """(rows, cols) of tiles or strips the file does not store (offset or byte count 0),
-    or None when every one is stored."""
+# Where each page keeps its chunk table: (offsets tag, byte counts tag) for strips and tiles.
+CHUNK_TAGS = {"strip": (273, 279), "tile": (324, 325)}
+
+
+def chunk_kind(page: Any) -> str:
+    return "tile" if page.is_tiled else "strip"
+
+
+def chunk_table_damage(page: Any, file_size: int | None, header_bytes: int) -> str | None:
+    """Why a page's table of tiles or strips cannot be trusted, or None when it can.
+
+    A chunk is sparse (background, never decoded) only when the file says so: its byte
+    count is present and 0. A tag that is missing, or that tifffile could not read (it then
+    drops the tag and every chunk would read as empty), a table of the wrong length, and a
+    stored chunk that lies over the header or past the end of the file are damage: reading
+    any of them as sparse turns a truncated download into an all-black "result"."""
+    key = getattr(page, "keyframe", None) or page  # a TiffFrame shares its keyframe's layout
+    kind = chunk_kind(key)
+    tags = getattr(page, "tags", None)
+    for code, what in zip(CHUNK_TAGS[kind], ("offsets", "byte counts")):
+        if tags is not None and code not in tags:
+            return f"damaged or truncated: its {kind} {what} tag ({code}) is missing or cannot be read"
     offsets, counts = np.asarray(page.dataoffsets, np.int64), np.asarray(page.databytecounts, np.int64)
-    missing = (offsets == 0) | (counts == 0)
+    expected = int(np.prod(key.chunked))
+    if len(offsets) != expected or len(counts) != expected:
+        return f"damaged: its {kind} table lists {len(offsets)} offsets and {len(counts)} byte counts for {expected} {kind}s"
+    stored = counts > 0
+    over_header = stored & (offsets < header_bytes)
+    if over_header.any():
+        return f"damaged: {int(over_header.sum())} of {len(offsets)} {kind}s start inside the {header_bytes}-byte TIFF header"
+    if file_size is not None:
+        beyond = stored & (offsets + counts > file_size)
+        if beyond.any():
+            return (
+                f"damaged or truncated: {int(beyond.sum())} of {len(offsets)} {kind}s end beyond the end of the file "
+                f"({file_size} bytes); the file was cut short"
+            )
+    return None
+
+
+def header_bytes(tif: Any) -> int:
+    return 16 if tif.is_bigtiff else 8
+
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, both byte orders
+
+
+def check_tiff_structure(path: Path) -> None:
+    """Refuse a TIFF (by its first bytes, whatever its name) any of whose pages has a damaged
+    chunk table, before any reader opens it: tiffslide, openslide and SimpleITK then all
+    get the same rule. A file tifffile cannot parse at all is left to the reader, which
+    names the problem in its own words."""
+    import tifffile
+
+    with open(path, "rb") as f:
+        if f.read(4) not in TIFF_MAGIC:
+            return
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception:  # tifffile raises several types for damaged headers
+        return
+    with tif:
+        for page in tif.pages:
+            problem = chunk_table_damage(page, tif.filehandle.size, header_bytes(tif))
+            if problem:
+                raise ImageError(path, problem)
+
+
+def sparse_grid(page: Any) -> np.ndarray | None:
+    """(rows, cols) of tiles or strips the file does not store (byte count 0), or None when
+    every one is stored. The table itself was checked by `chunk_table_damage`."""
+    counts = np.asarray(page.databytecounts, np.int64)
+    missing = counts == 0
     if not missing.any():
         return None
     if page.is_tiled:
@@ -64,9 +132,10 @@ def sparse_grid(page: Any) -> np.ndarray | None:
 
 
 def check_chunks(series: Any, path: Path, limits: Limits) -> None:
-    """Refuse tiles or strips that would decode to more than the limit, and files whose tiles
-    or strips end beyond the end of the file (truncated downloads read as black otherwise)."""
-    size = series.parent.filehandle.size
+    """Refuse tiles or strips that would decode to more than the limit, and chunk tables
+    that are damaged (`chunk_table_damage`): truncated downloads read as black otherwise."""
+    tif = series.parent
+    size = tif.filehandle.size
     for level in series.levels:
         for page in level.pages:
             if page is None:
@@ -84,14 +153,6 @@ def check_chunks(series: Any, path: Path, limits: Limits) -> None:
                     f"one {kind} of {w} x {h} px decodes to {mb:.0f} MB, more than the limit of {limits.max_chunk_mb:g} MB; "
                     f"raise it with {limits.chunk_option} if the image is real",
                 )
-            if size is None:
-                continue
-            offsets, counts = np.asarray(page.dataoffsets, np.int64), np.asarray(page.databytecounts, np.int64)
-            stored = (offsets > 0) & (counts > 0)
-            beyond = stored & (offsets + counts > size)
-            if beyond.any():
-                raise ImageError(
-                    path,
-                    f"damaged or truncated: {int(beyond.sum())} of {len(offsets)} {kind}s end beyond the end of the file "
-                    f"({size} bytes); the file was cut short",
-                )
+            problem = chunk_table_damage(page, size, header_bytes(tif))
+            if problem:
+                raise ImageError(path, problem)
