@@ -33,13 +33,12 @@ from .inputs import (
     REPORT_FIELDS,
     REPORT_NAME,
     collect_images,
-    file_sha256,
     fingerprint_path,
     input_fingerprint,
     is_finished,
     output_targets,
 )
-from ..results.sidecar import sidecar_path
+from ..results.sidecar import file_sha256, sidecar_path
 from .image import DetectOptions, detect_or_error
 from ..errors import MidogError, WriteError, describe
 
