@@ -28,10 +28,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..config.settings import REFERENCE
+from ..config import REFERENCE
 from ..detector.detections import Detections, Thumbnail
 from .count import THUMBNAIL_SIDE, CountOptions, count_in_tissue, tissue_map
-from ..errors import MidogError, UsageError
+from ..errors import UsageError
 from .hotspot import TissueMap, region_size
 from .reader import at_threshold
 from . import review_tiles as tiles
