@@ -133,6 +133,7 @@ def read_recorded(result: str | Path, image: Path | None = None, mpp: float | No
     from dataclasses import replace
 
     from ..detector.detections import Thumbnail
+    from ..errors import ImageError
     from ..slides.readers import open_slide
     from .reader import read_result, read_result_on
 
@@ -152,25 +153,19 @@ def read_recorded(result: str | Path, image: Path | None = None, mpp: float | No
         found = replace(found, threshold=info.threshold)
     notes: list[str] = []
     if image is not None:
-        # Opened at the recorded spacing: an image without spacing of its own still opens.
-        with open_slide(image, recorded[0] * 1000) as slide:
+        # Opened once, with its own spacing to compare; an image without spacing of its own
+        # (or a refused one) opens at the recorded spacing instead.
+        try:
+            slide = open_slide(image)
+            own = slide.spacing_mm
+        except ImageError:
+            slide, own = open_slide(image, recorded[0] * 1000), None
+        with slide:
             size, offset = (slide.width, slide.height), slide.offset_px
             thumbnail = Thumbnail(*slide.thumbnail(thumbnail_side)) if thumbnail_side else None
         if info.size_px is not None and tuple(info.size_px) != size:
             raise UsageError(f"{result}: made on an image of {info.size_px[0]} x {info.size_px[1]} px ({where}), but {image} has {size[0]} x {size[1]} px")
-        own = _own_spacing(image)
         if own is not None and not _same(own, recorded):
             notes.append(f"{image} says {_um(own)}, but the result was made at {_um(recorded)} ({where}); using {_um(recorded)}")
         found = replace(found, image=Path(image), image_size=size, offset_px=offset, thumbnail=thumbnail)
     return found, notes
-
-
-def _own_spacing(image: Path) -> tuple[float, float] | None:
-    from ..errors import ImageError
-    from ..slides.readers import open_slide
-
-    try:
-        with open_slide(image) as slide:
-            return slide.spacing_mm
-    except ImageError:  # no spacing in the file: nothing to disagree with
-        return None
