@@ -9,7 +9,8 @@ from pathlib import Path
 from ..detector.weights import published_weights
 from ..errors import UsageError
 from ..results.sidecar import sidecar_path
-from ..pipeline.image import DetectOptions, check_writable, detect_or_error, output_paths, remove_stale_temp
+from ..atomic import remove_stale_temp
+from ..pipeline.image import DetectOptions, check_writable, detect_or_error, output_paths
 from .args import add_detection_args, detect_options
 
 
