@@ -14,9 +14,13 @@
   const slider = document.getElementById("threshold");
   const P = D.points;
   const n = P.x.length;
-  const RING_PX = 7; // a candidate's ring on screen, at every zoom
+  const RING_PX = 7; // a candidate's ring on screen, at least
+  // ... and at high zoom a ring round the cell, sized in µm like QuPath's detection circles.
+  const RING_MM = 0.006;
+  const ringRadius = () => Math.max(RING_PX / view.s, RING_MM / D.spacing_mm[0]);
   const MAX_SCALE = 8; // screen px per level-0 px
   const view = { s: 1, x: 0, y: 0 }; // scale, and the level-0 point at the viewer's top-left
+  const V = (window.midogViewer = { onRender: [], onPointDown: null });
 
   function svg(tag, attrs) {
     const e = document.createElementNS(NS, tag);
@@ -33,7 +37,7 @@
   const dots = [];
   for (let i = 0; i < n; i++) {
     const c = svg("circle", { cx: P.x[i], cy: P.y[i], r: RING_PX, "data-i": i });
-    const p = P.p === null ? "" : " p=" + P.p[i].toFixed(3);
+    const p = P.p === null ? "" : " p=" + P.p[i].toPrecision(4);
     c.appendChild(svg("title", {})).textContent = "candidate " + (i + 1) + p + (P.tissue[i] ? "" : " (off tissue)");
     dots.push(c);
     ring.appendChild(c);
@@ -99,11 +103,12 @@
     }
     world.setAttribute("transform", "scale(" + view.s + ") translate(" + -view.x + " " + -view.y + ")");
     if (drawnScale !== view.s) {
-      const r = RING_PX / view.s;
+      const r = ringRadius();
       for (const c of dots) c.setAttribute("r", r);
       drawnScale = view.s;
     }
     scaleBar();
+    for (const f of V.onRender) f();
   }
   function scaleBar() {
     const mmPerScreenPx = D.spacing_mm[0] / view.s;
@@ -142,6 +147,7 @@
   function goTo(i) {
     if (focused !== null) dots[focused].classList.remove("focus");
     focused = i;
+    if (i === null) return;
     dots[i].classList.add("focus");
     centreOn(P.x[i], P.y[i], Math.max(view.s, 1));
   }
@@ -152,7 +158,9 @@
   }, { passive: false });
   let drag = null;
   viewer.addEventListener("pointerdown", (e) => {
-    if (e.target.closest("#controls")) return;
+    if (e.target.closest("#controls, #review-help")) return;
+    if (V.onPointDown && V.onPointDown(e)) return; // the review mode's "add a figure here"
+
     drag = { x: e.clientX, y: e.clientY };
     viewer.setPointerCapture(e.pointerId);
     viewer.classList.add("dragging");
@@ -171,11 +179,19 @@
     const box = viewer.getBoundingClientRect();
     zoomAt(e.clientX - box.left, e.clientY - box.top, 2);
   });
-  viewer.addEventListener("keydown", (e) => {
+  const PAN = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input")) return; // the slider keeps its arrows
     const W = viewer.clientWidth, H = viewer.clientHeight;
     if (e.key === "+" || e.key === "=") zoomAt(W / 2, H / 2, 2);
     else if (e.key === "-") zoomAt(W / 2, H / 2, 0.5);
     else if (e.key === "0") fit();
+    else if (PAN[e.key]) {
+      view.x += PAN[e.key][0] * W / 4 / view.s; // a quarter of the view per press
+      view.y += PAN[e.key][1] * H / 4 / view.s;
+      render();
+    } else return;
+    e.preventDefault();
   });
   document.getElementById("zoom-in").onclick = () => zoomAt(viewer.clientWidth / 2, viewer.clientHeight / 2, 2);
   document.getElementById("zoom-out").onclick = () => zoomAt(viewer.clientWidth / 2, viewer.clientHeight / 2, 0.5);
@@ -196,7 +212,7 @@
     img.alt = "candidate " + (g.i + 1);
     fig.appendChild(img);
     const cap = document.createElement("figcaption");
-    cap.textContent = P.p === null ? "#" + (g.i + 1) : "p " + P.p[g.i].toFixed(3);
+    cap.textContent = P.p === null ? "#" + (g.i + 1) : "p " + P.p[g.i].toPrecision(4); // 0.9996, not a saturated 1.000
     fig.appendChild(cap);
     fig.title = "show candidate " + (g.i + 1) + " on the slide";
     fig.dataset.i = g.i;
@@ -246,7 +262,9 @@
   slider.addEventListener("input", update);
   document.getElementById("show-below").addEventListener("change", (e) => overlay.classList.toggle("hide-n", !e.target.checked));
 
+  // What the review mode (review_mode.js) builds on.
+  Object.assign(V, { D, P, n, view, viewer, world, dots, render, centreOn, goTo, ringRadius,
+    focused: () => focused, toWorld: (cx, cy) => { const b = viewer.getBoundingClientRect(); return [view.x + (cx - b.left) / view.s, view.y + (cy - b.top) / view.s]; } });
   update();
   fit();
-  document.body.dataset.ready = "1"; // for tests and scripts: the page has drawn itself
 })();
