@@ -34,7 +34,7 @@ from ..config import REFERENCE
 from ..detector.detections import Detections, Thumbnail
 from .count import THUMBNAIL_SIDE, CountOptions, count_in_tissue, tissue_map
 from ..errors import UsageError
-from .hotspot import TissueMap, region_size
+from .hotspot import Growing, TissueMap, region_size
 from .reader import at_threshold
 from . import review_tiles as tiles
 
@@ -125,17 +125,20 @@ def counts_by_threshold(found: Detections, tissue: TissueMap, options: CountOpti
     if not _thresholded(found):
         return [None], [_summary_entry(count_in_tissue(found, tissue, options).summary, spacing)]
     # The figures at a higher threshold are a subset of those at a lower one, so a set is
-    # named by its size: each distinct set is counted (and its hotspot searched) once.
+    # named by its size: each distinct set is counted (and its hotspot searched) once, from
+    # the highest threshold down, each search starting from the last one's hotspot and
+    # searching only what the new figures can change (find_hotspot's grown sets: exact).
     in_tissue = tissue.contains(found.xy_mm) if len(found) else np.zeros(0, bool)
     scores = found.scores.astype(np.float64)
     cache: dict[int, dict[str, Any]] = {}
-    entries = []
-    for t in tqdm(SLIDER_THRESHOLDS, desc=f"{Path(source).name} hotspots", unit="threshold", disable=not progress, leave=False):
+    entries: list[dict[str, Any]] = []
+    growing = Growing(found.xy_mm, tissue, options.shape, options.area_mm2)
+    for t in tqdm(SLIDER_THRESHOLDS[::-1], desc=f"{Path(source).name} hotspots", unit="threshold", disable=not progress, leave=False):
         n = int(((scores > t) & in_tissue).sum())
         if n not in cache:
-            cache[n] = _summary_entry(count_in_tissue(at_threshold(found, t, source), tissue, options).summary, spacing)
+            cache[n] = _summary_entry(count_in_tissue(at_threshold(found, t, source), tissue, options, growing).summary, spacing)
         entries.append(cache[n])
-    return list(SLIDER_THRESHOLDS), entries
+    return list(SLIDER_THRESHOLDS), entries[::-1]
 
 
 def tissue_path(tissue: TissueMap, spacing: tuple[float, float]) -> str:
