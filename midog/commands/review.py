@@ -48,7 +48,7 @@ def _run_review(args: argparse.Namespace) -> int:
         if entry.error:
             log.error("midog review: error: %s", entry.error)
         else:
-            print(f"{entry.name}: {entry.figures} mitotic figures, hotspot {entry.hotspot}, score {entry.score} -> {args.output / entry.page}")
+            print(f"{entry.name}: {entry.figures} mitotic figures, hotspot {entry.hotspot}, score {entry.score} -> {args.output / (entry.name + '.html')}")
     index = write_index(entries, args.output)
     failed = sum(e.error is not None for e in entries)
     print(f"{len(entries) - failed} of {len(entries)} slides reviewed -> {index}")
