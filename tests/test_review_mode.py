@@ -278,3 +278,40 @@ def test_hostile_names_show_as_text(slide, chromium, tmp_path):
         assert browser.evaluate("document.querySelector('#cohort tbody tr td:nth-child(3)').textContent") == "</script><img src=x onerror=window.__pwned=6>"
     finally:
         browser.close()
+
+
+def test_counts_say_what_they_rest_on(slide, chromium, tmp_path, capsys):
+    """A hotspot larger than the tissue: `midog count`, its JSON and the page give the tissue
+    in the hotspot and the density of that tissue; field counts read "per 10 HPF"; collapsed
+    score cut-offs are flagged."""
+    from browser import Browser
+
+    out = tmp_path / "count.json"
+    assert main(["count", str(slide["result"]), "--image", str(slide["image"]), "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    counted = json.loads(out.read_text())
+    h = counted["hotspot"]
+    assert h["area_mm2"] == 2.0 and h["area_in_tissue_mm2"] < 0.07 and h["tissue_share"] == pytest.approx(h["area_in_tissue_mm2"] / 2)
+    assert h["per_mm2_of_tissue"] == pytest.approx(h["count"] / h["area_in_tissue_mm2"])
+    assert f"{h['per_mm2_of_tissue']:.4g}/mm² of tissue" in printed.out
+    assert any("of the 2 mm² hotspot is tissue" in n for n in counted["notes"]) and "of the 2 mm² hotspot is tissue" in printed.err
+    fields = tmp_path / "fields.json"
+    assert main(["count", str(slide["result"]), "--image", str(slide["image"]), "-o", str(fields), "--fields", "10", "--field-diameter-mm", "0.1"]) == 0
+    f = json.loads(fields.read_text())
+    assert f["hotspot"]["per_fields"] == f"{f['hotspot']['count']} per 10 HPF (field diameter 0.1 mm)"
+    assert f["score_cutoffs_collapse"] and any("cut-offs collapse" in n for n in f["notes"])
+    assert f"per 10 HPF (field diameter 0.1 mm)" in capsys.readouterr().out
+
+    assert main(["review", str(slide["result"]), "--image", str(slide["image"]), "-o", str(tmp_path / "out"), "--quiet", "--gallery", "0"]) == 0
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        browser.open(tmp_path / "out" / "region.html")
+        text = lambda i: browser.evaluate(f"document.getElementById('{i}').textContent")  # noqa: E731
+        assert text("count-hotspot") == str(h["count"])
+        assert text("count-hotspot-tissue") == f"{h['area_in_tissue_mm2']:.4g} mm² ({round(100 * h['tissue_share'])}%)"
+        assert float(text("count-hotspot-tissue-density")) == pytest.approx(h["per_mm2_of_tissue"], abs=0.005)
+        assert text("count-notes") == "".join(counted["notes"])
+        assert browser.evaluate("document.querySelector('#overlay .hotspot-label').textContent").startswith(f"{h['count']} (")
+        assert browser.problems() == []
+    finally:
+        browser.close()

@@ -46,6 +46,8 @@
   const square = D.hotspot.shape === "square";
   const hotspot = svg(square ? "rect" : "ellipse", { class: "hotspot" });
   world.appendChild(hotspot);
+  const spotLabel = svg("text", { class: "hotspot-label", "text-anchor": "middle" }); // its count, above it
+  world.appendChild(spotLabel);
 
   // --- tiles ---------------------------------------------------------------------------
   const last = D.levels.length - 1;
@@ -103,6 +105,8 @@
     }
     world.setAttribute("transform", "scale(" + view.s + ") translate(" + -view.x + " " + -view.y + ")");
     if (drawnScale !== view.s) {
+      spotLabel.setAttribute("font-size", 16 / view.s);
+      spotLabel.setAttribute("dy", -6 / view.s);
       const r = ringRadius();
       for (const c of dots) c.setAttribute("r", r);
       drawnScale = view.s;
@@ -244,10 +248,22 @@
     document.getElementById("count-tissue").textContent = D.tissue_area_mm2.toFixed(2) + " mm²";
     document.getElementById("count-per-mm2").textContent = num(entry.per_mm2, 2);
     const h = entry.hotspot;
-    document.getElementById("count-hotspot-label").textContent = "hotspot (" + D.hotspot.area_mm2 + " mm² " + D.hotspot.shape + ")";
+    document.getElementById("count-hotspot-label").textContent = "hotspot (" + +D.hotspot.area_mm2.toPrecision(4) + " mm² " + D.hotspot.shape + ")";
     document.getElementById("count-hotspot").textContent = h === null ? "–" : h.count;
     document.getElementById("count-hotspot-per-mm2").textContent = h === null ? "–" : h.per_mm2.toFixed(2);
     document.getElementById("count-score").textContent = entry.score === null ? "–" : entry.score;
+    document.getElementById("count-hotspot-tissue").textContent = h === null ? "–" : +h.in_tissue_mm2.toPrecision(4) + " mm² (" + Math.round(100 * h.tissue_share) + "%)";
+    document.getElementById("count-hotspot-tissue-density").textContent = h === null || h.per_mm2_of_tissue === null ? "–" : h.per_mm2_of_tissue.toFixed(2);
+    if (h !== null && h.per_fields) document.getElementById("count-hotspot").textContent = h.per_fields;
+    const notes = document.getElementById("count-notes");
+    notes.textContent = "";
+    for (const text of entry.notes) notes.appendChild(document.createElement("li")).textContent = text;
+    spotLabel.style.display = hotspot.style.display;
+    if (h !== null) {
+      spotLabel.setAttribute("x", h.cx);
+      spotLabel.setAttribute("y", h.cy - D.hotspot.ry);
+      spotLabel.textContent = h.count + (h.tissue_share < 0.9 ? " (" + Math.round(100 * h.tissue_share) + "% tissue)" : "");
+    }
     hotspot.style.display = h === null ? "none" : "";
     if (h !== null) {
       const rx = D.hotspot.rx, ry = D.hotspot.ry;

@@ -109,8 +109,10 @@ def _summary_entry(summary: dict[str, Any], spacing: tuple[float, float]) -> dic
         "hotspot": None if spot is None else {
             "cx": spot["center_mm"][0] / spacing[0], "cy": spot["center_mm"][1] / spacing[1],
             "count": spot["count"], "per_mm2": spot["per_mm2"], "in_tissue_mm2": spot["area_in_tissue_mm2"],
+            "tissue_share": spot["tissue_share"], "per_mm2_of_tissue": spot["per_mm2_of_tissue"], "per_fields": spot.get("per_fields"),
         },
         "score": summary["score"],
+        "notes": summary["notes"],
     }
 
 
