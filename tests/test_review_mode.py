@@ -315,3 +315,16 @@ def test_counts_say_what_they_rest_on(slide, chromium, tmp_path, capsys):
         assert browser.problems() == []
     finally:
         browser.close()
+
+
+def test_review_floor_chooses_the_candidates_offered(slide, tmp_path, capsys):
+    from test_review import page_data
+
+    out = tmp_path / "out"
+    assert main(["review", str(slide["result"]), "--image", str(slide["image"]), "-o", str(out), "--quiet", "--gallery", "0", "--review-floor", "0.9"]) == 0
+    review = page_data(out / "region.html")["review"]
+    scores = slide["scores"]
+    assert review["order"] == [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= 0.9] and review["floor"] == 0.9
+    assert review["labels_file"] == "region.labels.json" and len(review["hash"]) == 64
+    assert main(["review", str(slide["result"]), "--image", str(slide["image"]), "-o", str(out), "--review-floor", "2"]) == 2
+    assert "--review-floor must lie in [0, 1]" in capsys.readouterr().err
