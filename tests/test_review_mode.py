@@ -107,6 +107,10 @@ def test_review_keys_reload_and_saved_labels(slide, chromium, tmp_path):
         assert browser.evaluate("document.querySelectorAll('#marks path').length") == 4
         browser.press("J")  # the next undecided: the fourth best
         assert browser.evaluate("window.midogViewer.focused()") == int(order[3])
+        assert browser.evaluate("window.midogViewer.view.s") == 1
+        assert browser.evaluate("document.getElementById('magnification').textContent") == "≈ 40x"  # 0.25 µm per screen pixel
+        browser.press("-")  # the whole region, every mark in view
+        browser.wait_for("Array.from(document.images).every(i => i.complete)")
         browser.screenshot(ARTEFACTS / "review-mode.png")
         browser.press("s")
         deadline = time.monotonic() + 30
@@ -114,6 +118,11 @@ def test_review_keys_reload_and_saved_labels(slide, chromium, tmp_path):
         while not target.is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         labels = json.loads(target.read_text())
+        # The minimap: a click on it centres the view there.
+        mx, my = browser.evaluate("(() => { const b = document.getElementById('minimap').getBoundingClientRect(); return [b.left + b.width / 4, b.top + b.height / 2]; })()")
+        browser.click(mx, my)
+        centre = browser.evaluate("(() => { const V = window.midogViewer; return [V.view.x + V.viewer.clientWidth / 2 / V.view.s, V.view.y + V.viewer.clientHeight / 2 / V.view.s]; })()")
+        assert centre == pytest.approx([SIZE[0] / 4, SIZE[1] / 2], abs=8)
         assert browser.problems() == []
         assert all(u.startswith(("file://", "data:", "blob:")) for u in browser.requested_urls())
     finally:

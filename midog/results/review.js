@@ -121,7 +121,33 @@
     const mm = steps.reduce((best, v) => (v <= target ? v : best), steps[0]);
     document.getElementById("scale-line").style.width = mm / mmPerScreenPx + "px";
     document.getElementById("scale-text").textContent = mm >= 1 ? mm + " mm" : Math.round(mm * 1000) + " µm";
+    // A microscope's 40x objective shows about 0.25 µm per screen pixel.
+    document.getElementById("magnification").textContent = "≈ " + +(10 / (mmPerScreenPx * 1000)).toPrecision(2) + "x";
+    minimapView();
   }
+
+  // --- minimap: the whole slide, the view's rectangle on it; a click goes there ---------
+  const mini = document.getElementById("minimap"), miniImg = document.getElementById("minimap-img");
+  const miniView = document.getElementById("minimap-view");
+  const MINI_PX = 180;
+  const miniScale = MINI_PX / Math.max(D.width, D.height);
+  mini.style.width = D.width * miniScale + "px";
+  mini.style.height = D.height * miniScale + "px";
+  miniImg.src = D.thumb;
+  function minimapView() {
+    const W = viewer.clientWidth / view.s, H = viewer.clientHeight / view.s;
+    const x0 = Math.max(0, view.x), y0 = Math.max(0, view.y);
+    const x1 = Math.min(D.width, view.x + W), y1 = Math.min(D.height, view.y + H);
+    miniView.style.left = x0 * miniScale + "px";
+    miniView.style.top = y0 * miniScale + "px";
+    miniView.style.width = Math.max(2, (x1 - x0) * miniScale) + "px";
+    miniView.style.height = Math.max(2, (y1 - y0) * miniScale) + "px";
+  }
+  mini.addEventListener("pointerdown", (e) => {
+    e.stopPropagation(); // not a drag of the slide
+    const b = mini.getBoundingClientRect();
+    centreOn((e.clientX - b.left) / miniScale, (e.clientY - b.top) / miniScale, view.s);
+  });
 
   // --- navigation ----------------------------------------------------------------------
   function fitScale() {

@@ -245,6 +245,7 @@ def page_data(found: Detections, tissue: TissueMap, size: tuple[int, int], level
         "thresholds": thresholds, "counts": entries, "start": start,
         "hotspot": {"shape": options.count.shape, "area_mm2": options.count.area_mm2, "rx": reach / spacing[0], "ry": reach / spacing[1]},
         "tissue_area_mm2": tissue.area_mm2(),
+        "thumb": url(f"{name}_files/thumb.jpg"),
         "tissue_path": tissue_path(tissue, spacing),
         "gallery": [{"i": int(i), "src": url(f"{name}_files/crops/{c}")} for i, c in zip(order.tolist(), crops)],
         "gallery_total": len(found),
