@@ -53,7 +53,7 @@ def write_result(detections: Detections, target: Path, style: str, extras: Extra
     if not extras:
         return ""
     written = detections.as_written(style)  # what the file says: the extras derive from that
-    options = ExportOptions(extras.qupath_objects, extras.qupath_bounds, identity(target, image_name))
+    options = ExportOptions(extras.qupath_objects, extras.qupath_bounds, identity(target, image_name), weights_sha256)
     notes = [str(export(written, fmt, target.with_suffix(FORMATS[fmt]), options)) for fmt in extras.exports]
     if extras.count is not None:
         counted = count(written, extras.count)

@@ -39,6 +39,7 @@ from .spacing import (
     page_spacing_mm,
     tiff_spacing_mm,
 )
+from .dicom import DicomSlide, is_dicom, is_wsi_file
 from .slide import ArraySlide, Slide
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
 from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide, is_vendor_wsi
@@ -50,6 +51,7 @@ __all__ = [
     "RESOLUTION_UNITS_MM",
     "SPACING_TOLERANCE",
     "ArraySlide",
+    "DicomSlide",
     "Limits",
     "OpenSlideSlide",
     "Slide",
@@ -317,7 +319,11 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     and is required when the file has none: pixels are never written as millimetres.
     `readers` is how many threads will read regions at once; `limits` bound what it may cost."""
     path = Path(path)
+    if path.is_dir() and is_dicom(path):  # a folder holding one DICOM slide's files
+        return _dicom_slide(path, mpp, limits)
     check_file(path)
+    if path.suffix.lower() not in {".tif", ".tiff"} and is_wsi_file(path):
+        return _dicom_slide(path, mpp, limits)
     check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
@@ -342,6 +348,16 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     else:
         raise ImageError(path, f"no pixel spacing in the file{limits.mpp_hint()}")
     return ArraySlide(path, pixels, spacing)
+
+
+def _dicom_slide(path: Path, mpp: float | None, limits: Limits) -> Slide:
+    """A DICOM series reports its file's spacing; --mpp and the plausibility rules apply here."""
+    slide = DicomSlide(path, limits)
+    if mpp is not None:
+        slide.spacing_mm = mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
+    else:
+        slide.spacing_mm = check_spacing(path, slide.spacing_mm, "the series' PixelSpacing", limits)
+    return slide
 
 
 def _is_tiff(path: Path) -> bool:
