@@ -56,7 +56,7 @@ STYLES = (*CORE_STYLES, "2025")
 POINTS_NAME = "Points of interest"
 RESULT_FILE = "mitotic-figures.json"  # what the platform reads: one "Multiple points" dict
 CASES_FILE = "results.json"  # every image's result or error, so none is lost with several images
-IMAGE_SUFFIXES = {".tif", ".tiff", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp"} | OPENSLIDE_SUFFIXES
+IMAGE_SUFFIXES = {".tif", ".tiff", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".dcm"} | OPENSLIDE_SUFFIXES
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt"}
 
 
@@ -97,6 +97,8 @@ class ImageFileLoader(FileLoader):
         if fname.suffix.lower() not in IMAGE_SUFFIXES:
             log.info(f"skipping {shown(name)}: not an image file")
             return []
+        if fname.suffix.lower() == ".dcm" and fname != min(fname.parent.glob("*.dcm")):
+            return []  # a DICOM slide is a folder of files: its first file opens the whole series
         return [{"path": fname, "filename": name, "refused": None}]
 
 

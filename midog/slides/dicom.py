@@ -163,9 +163,9 @@ def read_series(path: Path) -> DicomSeries:
         images = [(p, ds) for p, ds in images if str(ds.SeriesInstanceUID) == chosen]
     first_path, first = images[0]
     for p, ds in images[1:]:
-        for attr, what in (("SeriesInstanceUID", "series"), ("StudyInstanceUID", "study"), ("FrameOfReferenceUID", "frame of reference"), ("ContainerIdentifier", "slide (container)")):
+        for attr, what in (("SeriesInstanceUID", "series"), ("StudyInstanceUID", "studies"), ("FrameOfReferenceUID", "frames of reference"), ("ContainerIdentifier", "slides")):
             if str(ds.get(attr, "")) != str(first.get(attr, "")):
-                raise ImageError(folder, f"holds files of two slides: {p.name} and {first_path.name} name different {what}s "
+                raise ImageError(folder, f"holds files of two slides: {p.name} and {first_path.name} belong to different {what} "
                                  f"({attr}); put each slide's files in a folder of its own")
     levels: dict[tuple[int, int], Level] = {}
     for p, ds in images:
@@ -200,10 +200,10 @@ def read_series(path: Path) -> DicomSeries:
 def _check_instances(folder: Path, level: Level) -> None:
     """Several files of one level must be one concatenation, whole: OpenSlide refuses other
     splits and wsidicom reads only one of them."""
-    if len(level.files) == 1:
-        return
     names = ", ".join(p.name for p in level.files)
     uids = {str(ds.get("ConcatenationUID", "")) for ds in level.headers}
+    if uids == {""} and len(level.files) == 1:
+        return
     if len(uids) != 1 or "" in uids:
         raise ImageError(folder, f"the {level.columns} x {level.rows} px level is held by several instances that are not "
                          f"one concatenation ({names}): focal planes, optical paths or a split the reader does not support")
