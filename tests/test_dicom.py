@@ -198,7 +198,7 @@ def _hostile(made, root: Path) -> dict[str, tuple[Path, str, str]]:
     t = ds.copy_series(src, root / "relabelled")
     level = ds.levels(t)[0]
     ds.set_transfer_syntax(level, "1.2.840.10008.1.2.4.90")  # JPEG 2000 label on JPEG bytes
-    cases["relabelled"] = (t, level.name, "cannot open")
+    cases["relabelled"] = (t, level.name, "wrong transfer syntax")
     t = ds.copy_series(src, root / "split")
     ds.sparse_parts(ds.levels(t)[0], parts=2)
     cases["split"] = (t, "split", "not one concatenation")
@@ -250,3 +250,16 @@ def test_process_opens_a_dicom_slide_handed_over_as_a_folder(made, tmp_path):
     [case] = json.loads((output_dir / "results.json").read_text())
     assert case["error"] is None and case["filename"].startswith("slide/") and case["filename"].endswith(".dcm")
     assert json.loads((output_dir / "mitotic-figures.json").read_text())["type"] == "Multiple points"
+
+
+def test_reading_threads_share_one_series(made):
+    """The detector's reading threads read regions of one open slide at once (OpenSlide is
+    thread-safe): the same pixels as one thread reading them in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spots = [(x, y) for y in range(0, 1536 - 384, 384) for x in range(0, 2048 - 512, 512)]
+    with open_slide(made["series"], readers=4) as slide:
+        alone = [slide.read_region(x, y, 512, 384) for x, y in spots]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda xy: slide.read_region(*xy, 512, 384), spots * 3))
+    assert all((a == b).all() for a, b in zip(alone * 3, together))
