@@ -263,3 +263,23 @@ def test_reading_threads_share_one_series(made):
         with ThreadPoolExecutor(4) as pool:
             together = list(pool.map(lambda xy: slide.read_region(*xy, 512, 384), spots * 3))
     assert all((a == b).all() for a, b in zip(alone * 3, together))
+
+
+def _detections(image: Path, n: int):
+    from midog.detector.detections import Detections
+
+    boxes = np.array([[100 + 60 * i, 200, 150 + 60 * i, 250] for i in range(n)], np.float32).reshape(-1, 4)
+    return Detections(boxes, np.linspace(0.9, 0.2, n).astype(np.float32), np.ones(n, np.int64), (0.00025, 0.00025), image=image, image_size=(2048, 1536))
+
+
+def test_a_tiff_source_refuses_dicom_ann_after_the_other_extras_and_no_points_write_nothing(made, tmp_path):
+    from midog.results.writers import Extras, write_result
+
+    target = tmp_path / "slide.json"
+    with pytest.raises(ImageError, match="not one"):
+        write_result(_detections(made["tiff"], 3), target, "2022", Extras(exports=("dicom-ann", "csv")))
+    assert target.is_file() and target.with_suffix(".csv").is_file() and not target.with_suffix(".dcm").exists()
+    empty = tmp_path / "series.json"
+    empty.with_suffix(".dcm").write_bytes(b"an earlier run's object")
+    note = write_result(_detections(made["series"], 0), empty, "2022", Extras(exports=("dicom-ann",)))
+    assert note == "no dicom-ann (no points)" and not empty.with_suffix(".dcm").exists()

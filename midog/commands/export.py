@@ -25,7 +25,9 @@ def _run_export(args: argparse.Namespace) -> int:
     if target.resolve() == args.result.resolve():
         raise MidogError(f"{target}: the export would overwrite the result it is made from; choose another -o")
     options = ExportOptions(args.qupath_objects, args.qupath_bounds, identity(args.result, _image_name(args, found)), _weights(args))
-    export(found, args.format, target, options)
+    if export(found, args.format, target, options) is None:
+        print(f"{args.result}: no points, so no {args.format} object written")
+        return 0
     offset = qupath_offset(found, options)
     shifted = f", in QuPath's pixels (level 0 minus the slide's bounds offset {offset[0]:g}, {offset[1]:g})" if args.format in QUPATH_FORMATS and any(offset) else ""
     print(f"{args.result}: {len(found)} points -> {target}{shifted}")

@@ -110,8 +110,6 @@ def annotations(detections: Detections, identity: str = "", weights_sha256: str 
             measurements=measurements,
             description=GROUP_DESCRIPTIONS[label],
         ))
-    if not groups:  # an object needs a group; an empty result has nothing to overlay
-        raise MidogError(f"{detections.image}: no points in the result, so no DICOM annotation object to write")
     return hd.ann.MicroscopyBulkSimpleAnnotations(
         source_images=[source],
         annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD3D,
@@ -129,8 +127,14 @@ def annotations(detections: Detections, identity: str = "", weights_sha256: str 
     )
 
 
-def write_annotations(detections: Detections, target: str | Path, identity: str = "", weights_sha256: str | None = None) -> Path:
-    """Write the annotation object to `target` atomically; returns `target`."""
+def write_annotations(detections: Detections, target: str | Path, identity: str = "", weights_sha256: str | None = None) -> Path | None:
+    """Write the annotation object to `target` atomically; returns `target`. A result without
+    points has nothing to overlay (an object holds at least one annotation): nothing is
+    written, an earlier run's object there is removed, and None is returned."""
+    if len(detections) == 0:
+        _source(detections)  # a TIFF source is refused all the same
+        Path(target).unlink(missing_ok=True)
+        return None
     dataset = annotations(detections, identity, weights_sha256)
     with atomic_path(target) as tmp:
         dataset.save_as(tmp, enforce_file_format=True)

@@ -190,7 +190,9 @@ def render(detections: Detections, fmt: str, options: ExportOptions = ExportOpti
     raise ValueError(f"format must be one of {tuple(FORMATS)}, not {fmt!r}")
 
 
-def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path:
+def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path | None:
+    """Write `detections` as `fmt` to `target`; returns it, or None where a format writes
+    nothing for a result without points (dicom-ann)."""
     from ..atomic import write_text_atomic
 
     if fmt == "dicom-ann":  # binary, and it needs the DICOM source: midog.results.dicom_ann
