@@ -232,6 +232,11 @@ def test_batch_finds_a_dicom_slide_as_one_image_and_fingerprints_it(made, tmp_pa
     found = collect_images([str(data)])
     assert found == sorted([(data / "a").resolve(), (data / "nested" / "b").resolve(), (data / "c.tiff").resolve()])
     assert collect_images([str(data / "a")]) == [(data / "a").resolve()]
+    bare = ds.copy_series(made["small"], tmp_path / "bare")
+    for f in bare.glob("*.dcm"):  # archives often store DICOM files without an extension
+        f.rename(f.with_suffix(""))
+    shutil.copy(made["tiff"], bare / "beside.tiff")
+    assert collect_images([str(bare)]) == sorted([bare.resolve(), (bare / "beside.tiff").resolve()])
     before = input_fingerprint(data / "a")
     assert before == input_fingerprint(data / "a") and before["files"] == 2
     ds.truncate(ds.levels(data / "a")[1], 0.9)

@@ -40,10 +40,10 @@ FINGERPRINT_BYTES = 64 * 1024
 def _images_in(folder: Path) -> list[Path]:
     """The image files under `folder`, and each folder holding DICOM files (*.dcm): a DICOM
     slide is a folder of files, one per pyramid level, and runs as one image."""
-    if is_dicom(folder):
-        return [folder]
     files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     series = {p.parent for p in folder.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES and p.is_file()}
+    if is_dicom(folder):  # the folder given is a series, maybe of files without an extension
+        series.add(folder)
     return sorted([*files, *series])
 
 
