@@ -46,7 +46,7 @@ def points(detections: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     the scores (NaN where the result records none) and which points are mitotic figures."""
     # Millimetres over the spacing, per axis, as every pixel export computes them.
     xy = np.asarray(detections.xy_mm, np.float64).reshape(-1, 2) / np.asarray(detections.spacing_mm, np.float64)
-    return xy, np.asarray(detections.scores, np.float64), detections.mitotic()
+    return xy, np.asarray(detections.scores, np.float64), np.asarray(detections.mitotic, bool)
 
 
 def _source(detections: Detections) -> Any:

@@ -9,8 +9,8 @@ concatenation, wsidicom silently reads only the first (tissue read as glass) and
 refuses; wsidicom also skips files it cannot use without a word. So the series is first
 checked here from the headers alone (pydicom), and the first frame of each level is
 decoded and matched against its transfer syntax: every problem is one `ImageError` naming
-the file. Spacing is what the file says (PixelSpacing of the full-resolution level);
-`open_slide` applies --mpp and the plausibility rules. Frames a sparse series does not
+the file. Spacing is what the file says (PixelSpacing of the full-resolution level,
+`file_spacing`); `open_slide` decides it with --mpp and the plausibility rules. Frames a sparse series does not
 store read as white glass, as missing TIFF tiles do.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
 from .slide import Slide
+from .spacing import FileSpacing
 
 __all__ = ["WSI_SOP_CLASS", "DicomSeries", "DicomSlide", "is_dicom", "is_wsi_file", "read_series"]
 
@@ -89,8 +90,8 @@ def _spacing_xy(path: Path, ds: Any) -> tuple[float, float] | None:
         return None
     try:
         dy, dx = (float(v) for v in raw)
-    except (TypeError, ValueError):
-        raise ImageError(path, f"PixelSpacing {raw!r} is not two numbers") from None
+    except (TypeError, ValueError):  # reported as no spacing: --mpp still opens the slide
+        return None
     return (dx, dy)
 
 
@@ -239,9 +240,6 @@ class DicomSlide(Slide):
         base = self.series.base
         self.width, self.height = base.columns, base.rows
         limits.check_pixels(base.files[0], self.width, self.height)
-        if base.spacing_mm is None:
-            raise ImageError(base.files[0], f"no PixelSpacing in the full-resolution level, so no pixel spacing{limits.mpp_hint()}")
-        self.spacing_mm = base.spacing_mm  # what the file says; open_slide checks it or applies --mpp
         try:
             self._wsi = WsiDicom.open([p for level in self.series.levels for p in level.files])
         except Exception as exc:  # wsidicom raises its own and pydicom's types
@@ -254,6 +252,12 @@ class DicomSlide(Slide):
         self._numbers = [number for _, number in found]  # wsidicom names a level by log2 of its downsample
         for index in range(len(self._numbers)):  # fail here, with the file named, not mid-run
             self._check_first_frame(index)
+
+    def file_spacing(self) -> FileSpacing:
+        base = self.series.base
+        if base.spacing_mm is None:
+            return FileSpacing(None, missing=f"no usable PixelSpacing in the full-resolution level ({base.files[0].name}), so no pixel spacing")
+        return FileSpacing(base.spacing_mm, "the series' PixelSpacing")
 
     def _files(self, index: int) -> str:
         return ", ".join(str(p) for p in self.series.levels[index].files)
