@@ -288,3 +288,17 @@ def test_a_tiff_source_refuses_dicom_ann_after_the_other_extras_and_no_points_wr
     empty.with_suffix(".dcm").write_bytes(b"an earlier run's object")
     note = write_result(_detections(made["series"], 0), empty, "2022", Extras(exports=("dicom-ann",)))
     assert note == "no dicom-ann (no points)" and not empty.with_suffix(".dcm").exists()
+
+
+def test_spacing_is_the_files_mpp_overrides_it_and_a_missing_one_is_refused(made, tmp_path):
+    import pydicom
+
+    broken = ds.copy_series(made["series"], tmp_path / "broken")
+    base = ds.levels(broken)[0]
+    header = pydicom.dcmread(base)
+    del header.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    header.save_as(base, enforce_file_format=True)
+    for mpp in (None, 0.25):  # wsidicom places the levels by their spacing: --mpp cannot replace it
+        with pytest.raises(ImageError, match=f"{re.escape(base.name)}: no usable PixelSpacing.*--mpp cannot"):
+            open_slide(broken, mpp=mpp)
+    assert open_slide(made["series"], mpp=0.3).spacing_mm == (0.0003, 0.0003)

@@ -240,6 +240,9 @@ class DicomSlide(Slide):
         base = self.series.base
         self.width, self.height = base.columns, base.rows
         limits.check_pixels(base.files[0], self.width, self.height)
+        if base.spacing_mm is None:  # wsidicom places levels by their spacing and refuses without it
+            raise ImageError(base.files[0], "no usable PixelSpacing in the full-resolution level; the DICOM reader needs it "
+                             "to place the pyramid levels, so --mpp cannot stand in for it")
         try:
             self._wsi = WsiDicom.open([p for level in self.series.levels for p in level.files])
         except Exception as exc:  # wsidicom raises its own and pydicom's types
@@ -254,10 +257,7 @@ class DicomSlide(Slide):
             self._check_first_frame(index)
 
     def file_spacing(self) -> FileSpacing:
-        base = self.series.base
-        if base.spacing_mm is None:
-            return FileSpacing(None, missing=f"no usable PixelSpacing in the full-resolution level ({base.files[0].name}), so no pixel spacing")
-        return FileSpacing(base.spacing_mm, "the series' PixelSpacing")
+        return FileSpacing(self.series.base.spacing_mm, "the series' PixelSpacing")  # never None: refused at open
 
     def _files(self, index: int) -> str:
         return ", ".join(str(p) for p in self.series.levels[index].files)
