@@ -110,10 +110,10 @@ def count_in_tissue(detections: Detections, tissue: TissueMap, options: CountOpt
     `growing`: a search over these detections' points whose last set was a subset of this
     one's figures (the review slider's falling thresholds): as exact, and much faster."""
     spacing_mm = detections.spacing_mm
-    mitotic = detections.mitotic()
+    mitotic = np.asarray(detections.mitotic, bool)
     counted = mitotic.copy()
-    if len(detections):
-        counted[mitotic] = tissue.contains(detections.xy_mm[mitotic]) if mitotic.any() else False
+    if mitotic.any():
+        counted[mitotic] = tissue.contains(detections.xy_mm[mitotic])
     figures = detections.xy_mm[counted]
     area = tissue.area_mm2()
     spot = find_hotspot(figures, tissue, options.shape, options.area_mm2) if growing is None else growing.search(counted)
