@@ -134,7 +134,8 @@ def count_options(args: argparse.Namespace) -> CountOptions:
         area = DEFAULT_AREA_MM2 if args.area_mm2 is None else args.area_mm2
     if not area > 0:
         raise MidogError(f"--area-mm2 must be positive, not {area:g}")
-    return CountOptions(area, args.shape, args.heatmap)
+    fields = (args.fields, args.field_diameter_mm) if args.field_diameter_mm is not None else (None, None)
+    return CountOptions(area, args.shape, args.heatmap, *fields)
 
 
 def add_result_parser(

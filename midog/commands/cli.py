@@ -88,6 +88,7 @@ COMMAND_MODULES = [
     "midog.commands.export",
     "midog.commands.count",
     "midog.commands.review",
+    "midog.commands.labels",
     "midog.commands.experiment",
 ]
 

@@ -121,8 +121,10 @@ def _read_midog_json(
 ) -> dict[str, np.ndarray]:
     try:
         names = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
+        # Labels saved by the review page record the spacing their pixels were reviewed at.
+        recorded = {str(im["file_name"]): float(im["spacing_mm"][0]) for im in data["images"] if "spacing_mm" in im}
         annotations = [(int(a["image_id"]), int(a["category_id"]), [float(v) for v in a["bbox"]]) for a in data["annotations"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise MidogError(f"{path}: not a MIDOG.json-style COCO file ({type(exc).__name__}: {exc})") from None
     # An image with no annotation of any kind is unlabelled (the GT450 images), not mitosis-free.
     centres: dict[str, list[list[float]]] = {}
@@ -135,13 +137,18 @@ def _read_midog_json(
         if category == MIDOG_MITOTIC_CATEGORY:
             x1, y1, x2, y2 = bbox
             boxes.append([(x1 + x2) / 2, (y1 + y2) / 2])
-    if spacing_mm is None and images_dir is None:
+    if spacing_mm is None and images_dir is None and not set(centres) <= set(recorded):
         raise MidogError(f"{path}: MIDOG.json boxes are in pixels; pass --spacing-mm or --images DIR")
     if images_dir is not None and not images_dir.is_dir():
         raise MidogError(f"{images_dir}: images folder not found")
     out = {}
     for name in sorted(centres):
-        spacing = spacing_mm if spacing_mm is not None else read_spacing_mm(_find_image(images_dir, name))
+        if spacing_mm is not None:
+            spacing = spacing_mm
+        elif name in recorded:
+            spacing = recorded[name]
+        else:
+            spacing = read_spacing_mm(_find_image(images_dir, name))
         px = np.asarray(centres[name], float).reshape(-1, 2)
         # Centre times spacing, no half-pixel offset: the same rule as the detector's output (docs/reference-algorithm.md#thresholds-and-nms).
         out[name] = np.column_stack([px * spacing, np.zeros(len(px))])
@@ -154,7 +161,10 @@ def read_ground_truth(
     """The evaluator's `{"<file>.tiff": [[x_mm, y_mm, 0], ...]}` or MIDOG.json (pixels).
 
     MIDOG.json needs a spacing: `spacing_mm` applies to every image (it wins when both are
-    given); otherwise each image's own spacing is read from its file in `images_dir`.
+    given); otherwise an image's `spacing_mm` recorded in the file (labels saved by the review
+    page, midog.results.labels), else its own spacing read from its file in `images_dir`.
+    Category 1 ("mitotic figure") are the positives; other categories are not, and a labels
+    file's `unsure` list is not read.
     """
     path = Path(path)
     data = load_json(path, "ground-truth file")
