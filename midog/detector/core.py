@@ -32,18 +32,29 @@ def prefetch_batches(
 
     At most workers + 1 batches are in flight, so memory is flat whatever the slide size.
     Decoders (zlib, JPEG, openslide) release the GIL, so threads overlap with the model.
+    Tiles are read straight into staging buffers allocated (and pinned, for a GPU) once and
+    reused: a batch's buffer goes back to the pool when the consumer asks for the next batch,
+    or, for a GPU, once the copy queued from it (`StagingPool.release`) has finished.
     """
     import torch
 
     from .tiles import read_tile
 
+    staging = StagingPool(batch_size, config.tile_size, workers + 3, pin)
+
     def load(chunk: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
-        tiles = torch.from_numpy(np.stack([read_tile(slide, x, y, config) for x, y in chunk]))
-        return chunk, tiles.pin_memory() if pin else tiles
+        buffer = staging.take()
+        array = buffer.numpy()
+        for i, (x, y) in enumerate(chunk):
+            read_tile(slide, x, y, config, out=array[i])
+        return chunk, buffer[: len(chunk)]
 
     chunks = iter([origins[i : i + batch_size] for i in range(0, len(origins), batch_size)])
     if workers <= 0:
-        yield from map(load, chunks)
+        for chunk in chunks:
+            result = load(chunk)
+            yield result
+            staging.release(result[1])
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="tiles") as pool:
         pending = deque(pool.submit(load, c) for c in islice(chunks, workers + 1))
@@ -53,6 +64,40 @@ def prefetch_batches(
             if nxt is not None:
                 pending.append(pool.submit(load, nxt))
             yield result
+            staging.release(result[1])
+
+
+class StagingPool:
+    """Reused uint8 batch buffers, pinned once when they feed a GPU. A buffer handed back
+    while an asynchronous copy from it may still run carries a CUDA event; it is refilled
+    only after that event, so no copy ever reads a buffer being overwritten."""
+
+    def __init__(self, batch_size: int, tile_size: int, count: int, pin: bool) -> None:
+        import queue
+
+        import torch
+
+        self._torch = torch
+        self._pin = pin
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(count):
+            buffer = torch.empty((batch_size, tile_size, tile_size, 3), dtype=torch.uint8)
+            self._free.put((buffer.pin_memory() if pin else buffer, None))
+
+    def take(self) -> "torch.Tensor":
+        buffer, event = self._free.get()
+        if event is not None:
+            event.synchronize()
+        return buffer
+
+    def release(self, tiles: "torch.Tensor") -> None:
+        """Hand back the buffer `tiles` views, after the work queued on it so far."""
+        base = tiles._base if tiles._base is not None else tiles
+        event = None
+        if self._pin:
+            event = self._torch.cuda.Event()
+            event.record()
+        self._free.put((base, event))
 
 
 class Detector:
@@ -252,42 +297,46 @@ class Detector:
         with open_slide(image, mpp, readers=max(1, self.workers), limits=self.limits) as slide:
             origins, skipped = self.tiles_to_run(slide, tissue_only)
             check_deadline(deadline, image, 0, len(origins))
-            # Run row by row (what strip-organised files decode cheaply), then put the results
-            # back in the reference's column-first order, which fixes how exact score ties break.
+            # Run row by row (neighbouring tiles share stored strips and tiles, decoded once
+            # while cached), then put the results back in the reference's column-first order,
+            # which fixes how exact score ties break.
             rank = {xy: i for i, xy in enumerate(origins)}
-            per_tile: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(origins)  # type: ignore[list-item]
+            parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
             pin = self.device.type == "cuda"
             bar = tqdm(total=len(origins), desc=Path(image).name, unit="tile", disable=not progress, leave=False)
             row_major = sorted(origins, key=lambda xy: (xy[1], xy[0]))
 
-            def collect(job: "Future[list]") -> None:
-                results = job.result()
-                for xy, result in results:
-                    per_tile[rank[xy]] = result
-                bar.update(len(results))
+            def collect(job: "Future[tuple]") -> None:
+                part, done = job.result()
+                parts.append(part)
+                bar.update(done)
 
-            # Per-tile NMS runs in threads while the network computes the next batch: on the
-            # CPU it is single-threaded C++ that releases the GIL, on a GPU it waits for the
+            # Post-processing of a batch runs in a thread while the network computes the
+            # next one: on the CPU it is C++ that releases the GIL, on a GPU it waits for the
             # batch to finish there. A bounded number of batches is in flight.
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
-                jobs: deque[Future[list]] = deque()
+                jobs: deque[Future[tuple]] = deque()
                 for batch_origins, tiles in prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin):
                     check_deadline(deadline, image, bar.n, len(origins))
                     class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
-                    jobs.append(post.submit(self._tile_results, batch_origins, class_logits, box_deltas, min_score))
+                    ranks = np.array([rank[xy] for xy in batch_origins], np.int64)
+                    jobs.append(post.submit(self._batch_results, np.asarray(batch_origins, np.int64), ranks, class_logits, box_deltas, min_score))
                     while len(jobs) > self.post_workers:
                         collect(jobs.popleft())
                 while jobs:
                     collect(jobs.popleft())
             bar.close()
-            boxes, scores, classes = (list(part) for part in zip(*per_tile)) if per_tile else ([], [], [])
             spacing = slide.spacing_mm
             width, height = slide.width, slide.height
             offset = slide.offset_px
             thumbnail = Thumbnail(*slide.thumbnail(thumbnail_side)) if thumbnail_side else None
-        boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
-        scores_a = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-        classes_a = np.concatenate(classes) if classes else np.zeros(0, np.int64)
+        if parts:
+            ranks_a, boxes_a, scores_a, classes_a = (np.concatenate(column) for column in zip(*parts))
+        else:
+            ranks_a, boxes_a, scores_a, classes_a = np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        # The reference's order: tiles column first, each tile's boxes best first (stable).
+        order = np.argsort(ranks_a, kind="stable")
+        boxes_a, scores_a, classes_a = boxes_a[order], scores_a[order], classes_a[order]
         # Padding beyond a small image's edge is not tissue: drop what was found there.
         cx, cy = (boxes_a[:, 0] + boxes_a[:, 2]) / 2, (boxes_a[:, 1] + boxes_a[:, 3]) / 2
         inside = (cx < width) & (cy < height)
@@ -299,16 +348,16 @@ class Detector:
             image_size=(width, height), offset_px=offset, thumbnail=thumbnail, image=Path(image),
         )
 
-    def _tile_results(
-        self, origins: list[tuple[int, int]], class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float
-    ) -> list[tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-        from ..network.postprocess import tile_boxes
+    def _batch_results(
+        self, origins: np.ndarray, ranks: np.ndarray, class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]:
+        """A batch's kept boxes in image pixels, with each box's tile rank; and the tile count."""
+        from ..network.postprocess import batch_tile_boxes
 
-        results = []
-        for (x, y), logits, deltas in zip(origins, class_logits, box_deltas):
-            b, s, c = tile_boxes(logits, deltas, self.anchors, min_score, self.config)
-            results.append(((x, y), (b.numpy() + np.array([x, y, x, y]), s.numpy(), c.numpy())))
-        return results
+        kept = batch_tile_boxes(class_logits, box_deltas, self.anchors, min_score, self.config)
+        xy = origins[kept.tile]
+        boxes = kept.boxes + np.concatenate([xy, xy], 1)
+        return (ranks[kept.tile], boxes, kept.scores, kept.classes), len(origins)
 
     def points_json(
         self, image: str | Path, style: str = "2021", mpp: float | None = None, progress: bool = False, tissue_only: bool | None = None,
