@@ -34,7 +34,8 @@ from midog.detector.weights import git_blob_sha1, published_weights
 from midog.config.checks import check_positive, check_probability, checked
 from midog.commands.args import positive as positive_arg
 from midog.commands.args import probability as probability_arg
-from midog.detector.detections import STYLES as CORE_STYLES
+from midog.results.challenge import STYLES as CORE_STYLES
+from midog.results.challenge import min_score_for, multiple_points
 from midog.slides.readers import DEFAULT_LIMITS, OPENSLIDE_SUFFIXES, Limits
 
 DEFAULT_INPUT = Path("/input")
@@ -266,8 +267,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         self.validate()
         with output_lock(self.output_dir):  # two runs on one /output would interleave their results
             remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
-            self.detector = Detector(self.weights, self.device, self.threshold)
-            self.detector.limits = self.limits
+            self.detector = Detector.from_weights(self.weights, self.device, threshold=self.threshold, limits=self.limits)
             source = f" ({self.weights_source})" if self.weights_source else ""
             log.info(f"weights {self.weights}{source}, threshold {self.detector.threshold:g}, device {self.detector.device}")
             self.process_cases()
@@ -289,9 +289,10 @@ class MitoticFigureDetection(DetectionAlgorithm):
         # Returns the "Multiple points" dict rather than a DataFrame, since save() writes it.
         assert self.detector is not None
         deadline = time.monotonic() + self.time_budget if self.time_budget else None
-        if self.style == "2025":
-            return {"name": POINTS_NAME, **self.detector.points_json(input_image, style="2022", deadline=deadline)}
-        return self.detector.points_json(input_image, style=self.style, deadline=deadline)
+        style = "2022" if self.style == "2025" else self.style
+        min_score = min_score_for(style, self.detector.threshold, self.detector.candidate_threshold)
+        points = multiple_points(self.detector.detect(input_image, min_score=min_score, deadline=deadline), style)
+        return {"name": POINTS_NAME, **points} if self.style == "2025" else points
 
     def process_case(self, *, idx: int, case: Any) -> dict[str, Any]:
         path, name = Path(case["path"]), case["filename"]

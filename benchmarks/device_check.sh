@@ -51,11 +51,11 @@ if want batches; then
     timeout 120 python3 - <<'EOF' || failed "batch sizes"
 import time, torch
 from benchmarks.run import REGION, VECTOR_WEIGHTS as WEIGHTS, model_mps
-from midog.detect import Detector
+from midog.detector import Detector
 print("mode   batch  end-to-end s  model MP/s")
 for fast in (False, True):
     for bs in (16, 32, 128):
-        d = Detector(WEIGHTS, "cuda", fast=fast, batch_size=bs)
+        d = Detector.from_weights(WEIGHTS, "cuda", fast=fast, batch_size=bs)
         d.detect(REGION)
         torch.cuda.synchronize(); t = time.perf_counter(); d.detect(REGION); e2e = time.perf_counter() - t
         model = model_mps(d._forward, bs, "cuda", repeats=10)

@@ -3,11 +3,12 @@
 The Python API, for notebooks and scripts:
 
     from midog import Detector
-    found = Detector("weights/RetinaNetDA.pth").detect("roi.tiff")
-    found.mitotic_figures().points_mm()
+    found = Detector.from_weights("weights/RetinaNetDA.pth").detect("roi.tiff")
+    found.mitotic_figures().xy_mm
 
-`Detector` (midog.detector.core), `Detections` (midog.detector.detections), `open_slide` (midog.slides.readers)
-and `DetectorConfig` / `REFERENCE` (midog.config.settings) are importable from here. They are
+`Detector` (midog.detector.core), `Detections` (midog.detector.detections),
+`multiple_points` (midog.results.challenge), `open_slide` (midog.slides.readers) and
+`DetectorConfig` / `REFERENCE` (midog.config.settings) are importable from here. They are
 loaded on first use, so that `import midog` and `midog --help` stay fast.
 """
 
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Detector": "midog.detector.core",
     "Detections": "midog.detector.detections",
+    "multiple_points": "midog.results.challenge",
     "open_slide": "midog.slides.readers",
     "DetectorConfig": "midog.config.settings",
     "REFERENCE": "midog.config.settings",
@@ -52,7 +54,7 @@ MOVED = {
     "midog.device": "midog.detector.device",
     "midog.fetch": "midog.detector.weights",
     "midog.detections": "midog.detector.detections",
-    "midog.output": "midog.detector.detections",
+    "midog.output": "midog.results.challenge",
     "midog.points": "midog.results.reader",
     "midog.exports": "midog.results.exports",
     "midog.extras": "midog.results.writers",

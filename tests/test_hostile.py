@@ -303,7 +303,7 @@ def test_truncated_file_is_refused_even_with_mpp(tmp_path, random_weights, capsy
 def test_time_budget_stops_one_image_and_the_next_still_runs(tmp_path, good, random_weights):
     from midog.pipeline.image import Detector, detect_or_error
 
-    detector = Detector(random_weights, "cpu")
+    detector = Detector.from_weights(random_weights, "cpu")
     with pytest.raises(TimeBudgetError, match="over its time budget"):
         detector.detect(good, deadline=time.monotonic() - 1)
     summary, error, _ = detect_or_error(detector, good, tmp_path / "a.json", time_budget=1e-9)
@@ -445,12 +445,16 @@ def test_other_readers_get_the_same_spacing_and_range_rules(tmp_path, monkeypatc
 
     monkeypatch.setattr(openslide, "OpenSlide", FakeSlide)
     from midog.slides.readers import OpenSlideSlide
+    from midog.slides.spacing import decide_spacing
 
+    # The reader reports what the slide says; open_slide's one rule checks it.
+    fake = tmp_path / "fake.svs"
     with pytest.raises(ImageError, match="more than 2% apart"):
-        OpenSlideSlide(tmp_path / "fake.svs", None)
+        decide_spacing(fake, None, OpenSlideSlide(fake).file_spacing)
     FakeSlide.properties = {openslide.PROPERTY_NAME_MPP_X: "nan"}
     with pytest.raises(ImageError, match="x pixel spacing nan"):
-        OpenSlideSlide(tmp_path / "fake.svs", None)
+        decide_spacing(fake, None, OpenSlideSlide(fake).file_spacing)
+    assert decide_spacing(fake, 0.25, OpenSlideSlide(fake).file_spacing) == (0.00025, 0.00025)  # the override wins
 
 
 def test_read_only_output_folder_is_refused_before_any_work(tmp_path, good, random_weights, capsys, monkeypatch):

@@ -154,7 +154,7 @@ def test_listing_shows_the_data_path():
     ("midog.detect", "midog.pipeline.image", "Detector"),
     ("midog.slide", "midog.slides.readers", "open_slide"),
     ("midog.detections", "midog.detector.detections", "Detections"),
-    ("midog.output", "midog.detector.detections", "multiple_points"),
+    ("midog.output", "midog.results.challenge", "multiple_points"),
     ("midog.exports", "midog.results.exports", "geojson"),
 ])
 def test_old_module_paths_still_import_with_a_warning(old, new, name):

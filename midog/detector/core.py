@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..config import REFERENCE, DetectorConfig
 from .detections import Detections, Thumbnail
 from .device import auto_batch_size, bf16_supported, pick_device
 from ..errors import TimeBudgetError
+from ..slides.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     import torch
@@ -101,86 +103,51 @@ class StagingPool:
 
 
 class Detector:
-    """A loaded network plus the reference's tiling and post-processing.
+    """A loaded network plus the reference's tiling and post-processing: image -> `Detections`.
 
-    `threshold` defaults to the checkpoint's own operating point (its metadata) and else
-    to the reference's 0.64. Exact mode (default) runs the reference network in float32
-    and reproduces its outputs (scores within ~1e-5); `compile` runs it through
-    torch.compile, still in float32; `fast` adds bfloat16 autocast (float16 on GPUs
-    without bfloat16).
+    Built from a network in memory (`Detector(model, ...)`, on the model's own device) or
+    from a weights file (`Detector.from_weights(path, device, ...)`). `threshold` defaults
+    to the checkpoint's own operating point (`meta["threshold"]`) and else to the
+    reference's 0.64; `limits` bound what an image may cost before it is refused. Exact
+    mode (default) runs the reference network in float32 and reproduces its outputs (scores
+    within ~1e-5); `compile` runs it through torch.compile, still in float32; `fast` adds
+    bfloat16 autocast (float16 on GPUs without bfloat16). The model is left as it is: the
+    Detector folds BatchNorm into a copy in eval mode, so a model in training outputs what
+    `midog detect` would output for its weights saved and loaded again.
     """
 
     def __init__(
         self,
-        weights: str | Path,
-        device: str = "auto",
+        model: "torch.nn.Module",
+        *,
+        meta: dict[str, Any] | None = None,
         threshold: float | None = None,
         config: DetectorConfig = REFERENCE,
         fast: bool = False,
         batch_size: int | None = None,
         workers: int | None = None,
         compile: bool = False,
-    ) -> None:
-        from ..network.retinanet import load_model
-
-        torch_device = pick_device(device)
-        model, meta = load_model(weights, torch_device, config)
-        self._setup(model, torch_device, meta, threshold, config, fast, batch_size, workers, compile, source=str(weights))
-
-    @classmethod
-    def from_model(cls, model: "torch.nn.Module", meta: dict[str, Any] | None = None, **options: Any) -> "Detector":
-        """A Detector around a network already in memory (training validation), on the
-        model's own device; `options` are __init__'s threshold, config, fast, batch_size and
-        workers. The model is left as it is: the Detector folds BatchNorm into a copy in eval
-        mode, exactly as it does with weights loaded from a file, so it outputs what
-        `midog detect` would output for those weights saved and loaded again."""
-        unknown = set(options) - {"threshold", "config", "fast", "batch_size", "workers"}
-        if unknown:
-            raise TypeError(f"Detector.from_model() got unexpected options {sorted(unknown)}")
-        detector = cls.__new__(cls)
-        settings = {"threshold": None, "config": REFERENCE, "fast": False, "batch_size": None, "workers": None, **options}
-        detector._setup(model, next(model.parameters()).device, meta or {}, compile=False, source="model", **settings)
-        return detector
-
-    def _setup(
-        self,
-        model: "torch.nn.Module",
-        device: "torch.device",
-        meta: dict[str, Any],
-        threshold: float | None,
-        config: DetectorConfig,
-        fast: bool,
-        batch_size: int | None,
-        workers: int | None,
-        compile: bool,
-        source: str,
+        limits: Limits = DEFAULT_LIMITS,
+        source: str = "model",
     ) -> None:
         import torch
 
         from ..config import with_normalisation
+        from ..config.checks import check_probability, checked
         from ..network.anchors import make_anchors
         from ..network.retinanet import fold_batchnorm
         from .tiles import Normalizer
 
+        meta = meta or {}
         # A checkpoint trained without standardisation records it; everything else keeps `config`.
-        config = with_normalisation(config, meta)
-        self.config = config
-        self.device = device
+        self.config = config = with_normalisation(config, meta)
+        self.device = next(model.parameters()).device
         self.meta = meta
         self.source = source  # the weights file, or "model": results record which weights made them
-        if self.device.type == "cuda":
-            # Exact mode means true float32: no TF32 tensor-core shortcuts.
-            torch.backends.cudnn.allow_tf32 = fast
-            torch.backends.cuda.matmul.allow_tf32 = fast
-            # Every batch has the same shape, so cuDNN's autotuner pays for itself at once.
-            torch.backends.cudnn.benchmark = True
-        from ..config.checks import check_probability, checked
-        from ..slides.readers import DEFAULT_LIMITS
-
-        stored = self.meta.get("threshold", config.threshold)
+        stored = meta.get("threshold", config.threshold)
         # A checkpoint's operating point is data from a file: checked like the option itself.
-        self.threshold = checked(check_probability, stored, f"{source}: stored threshold") if threshold is None else checked(check_probability, threshold, "threshold")
-        self.limits = DEFAULT_LIMITS  # what an image may cost before it is refused (slide.Limits)
+        self.threshold = checked(check_probability, stored, f"{source}: stored threshold") if threshold is None else float(threshold)
+        self.limits = limits  # what an image may cost before it is refused
         self.anchors = make_anchors(config).to(self.device)
         self.normalize = Normalizer(config, self.device)
         self.fast = fast
@@ -197,13 +164,40 @@ class Detector:
                 self.autocast_dtype = torch.float16
         self.batch_size = batch_size or auto_batch_size(self.device, fast, config)
         # Decoding threads: 2 keep the CPU's own model busy; a GPU needs every core decoding.
-        cores = os.cpu_count() or 2
+        cores = usable_cores()
         self.workers = workers if workers is not None else (min(8, cores) if self.device.type == "cuda" else 2)
         self.post_workers = 2
         self._torch = torch
         self.compiled = False
         if compile:
             self.compiled = self._compile()
+
+    @classmethod
+    def from_weights(cls, weights: str | Path, device: str = "auto", **options: Any) -> "Detector":
+        """A Detector for a weights file on `device` (auto: CUDA when usable, else the CPU);
+        `options` are __init__'s (threshold, config, fast, batch_size, workers, compile, limits)."""
+        from ..network.retinanet import load_model
+
+        model, meta = load_model(weights, pick_device(device), options.get("config", REFERENCE))
+        return cls(model, meta=meta, source=str(weights), **options)
+
+    @contextmanager
+    def _precision(self) -> Iterator[None]:
+        """The GPU's float32 settings for this detector's forward only, then put back as they
+        were: a training run (or another detector) in the same process keeps its own."""
+        if self.device.type != "cuda":
+            yield
+            return
+        backends = self._torch.backends
+        saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.benchmark)
+        # Exact mode means true float32: no TF32 tensor-core shortcuts. Every batch has the same
+        # shape, so cuDNN's autotuner pays for itself at once.
+        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = self.fast
+        backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.benchmark = saved
 
     def _compile(self) -> bool:
         """torch.compile with frozen weights (BatchNorm folded, fused kernels): ~1.6x on the
@@ -241,7 +235,7 @@ class Detector:
         model = self.model if not self.compiled or len(tiles) == self.batch_size else self.eager
         # Normalised inside inference mode, as at compile time: tensors made outside it carry
         # another dispatch key, which makes torch.compile recompile (6 s) on the first batch.
-        with torch.inference_mode():
+        with self._precision(), torch.inference_mode():
             batch = self.normalize(tiles)
             if self.autocast_dtype is None:
                 return model(batch)
@@ -268,6 +262,7 @@ class Detector:
     def detect(
         self,
         image: str | Path,
+        *,
         mpp: float | None = None,
         progress: bool = False,
         tissue_only: bool | None = None,
@@ -276,11 +271,12 @@ class Detector:
         thumbnail_side: int | None = None,
     ) -> Detections:
         """Every candidate above `min_score` (default `candidate_threshold`) after both NMS
-        stages, best first.
+        stages, best first. `mpp` overrides the file's spacing (open_slide's rule).
 
         Greedy NMS lets a box suppress only lower-scoring ones, so the points above any
-        score s are the same whatever `min_score` <= s the NMS ran with: the 2021 output
-        asks for the operating point and post-processes several times fewer boxes.
+        score s are the same whatever `min_score` <= s the NMS ran with: an output that lists
+        only the mitotic figures asks for the operating point and post-processes several
+        times fewer boxes.
         `tissue_only` skips background tiles (default: on for whole-slide images only).
         `deadline` (time.monotonic()) stops the image between batches with TimeBudgetError.
         `thumbnail_side`: also keep a thumbnail of at most that many pixels a side in the
@@ -359,17 +355,14 @@ class Detector:
         boxes = kept.boxes + np.concatenate([xy, xy], 1)
         return (ranks[kept.tile], boxes, kept.scores, kept.classes), len(origins)
 
-    def points_json(
-        self, image: str | Path, style: str = "2021", mpp: float | None = None, progress: bool = False, tissue_only: bool | None = None,
-        deadline: float | None = None,
-    ) -> dict[str, Any]:
-        detections = self.detect(image, mpp, progress, tissue_only, self.min_score_for(style), deadline=deadline)
-        return detections.to_json(style)
 
-    def min_score_for(self, style: str) -> float:
-        """Candidates an output style needs: the 2021 file lists only points above the
-        operating point, so less need be post-processed; the 2022 file lists candidates."""
-        return self.threshold if style == "2021" else self.candidate_threshold
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's --cpuset-cpus, a
+    taskset), not the machine's count, which would start threads for cores it cannot use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 2
 
 
 def check_deadline(deadline: float | None, image: str | Path, done: int, total: int) -> None:

@@ -77,15 +77,17 @@ def detect_to_file(
     """One image through the detector into its JSON file and extras (written atomically);
     returns the one-line summary and the run info. The image is opened once: what the
     extras need of it (spacing, size, the count's thumbnail) comes with the detections."""
+    from ..results.challenge import min_score_for
     from ..results.sidecar import weights_sha256
     from ..results.writers import write_result
 
     thumbnail_side = extras.thumbnail_side if extras else None
-    detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style), deadline=deadline, thumbnail_side=thumbnail_side)
+    min_score = min_score_for(style, detector.threshold, detector.candidate_threshold)
+    detections = detector.detect(image, mpp=mpp, progress=progress, tissue_only=tissue_only, min_score=min_score, deadline=deadline, thumbnail_side=thumbnail_side)
     extra = write_result(detections, target, style, extras, weights_sha256(getattr(detector, "source", None)))
     info = detections.info
     skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
-    n_mitotic = int(detections.mitotic().sum())
+    n_mitotic = int(detections.mitotic.sum())
     summary = f"{shown(image)}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {shown(target)}" + (f"; {extra}" if extra else "")
     return summary, info
 
@@ -147,10 +149,10 @@ class DetectOptions:
 
     def detector(self, weights: Path, kind: "type[Detector] | None" = None) -> Detector:
         # `Detector` looked up now, not at definition: tests replace it in this module.
-        detector = (kind or Detector)(weights, self.device, self.threshold, fast=self.fast, batch_size=self.batch_size, compile=self.compile)
-        if self.limits is not None:
-            detector.limits = self.limits
-        return detector
+        from ..slides.limits import DEFAULT_LIMITS
+
+        return (kind or Detector).from_weights(weights, self.device, threshold=self.threshold, fast=self.fast, batch_size=self.batch_size,
+                                               compile=self.compile, limits=self.limits or DEFAULT_LIMITS)
 
     def per_image(self) -> dict[str, Any]:
         """detect_or_error's keyword options for each image."""

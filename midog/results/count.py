@@ -88,7 +88,7 @@ class CountResult:
 def count_in_tissue(detections: Detections, tissue: TissueMap, options: CountOptions = CountOptions()) -> CountResult:
     """Count the mitotic figures of `detections` that lie in `tissue`, and find the hotspot."""
     spacing_mm = detections.spacing_mm
-    figures = detections.xy_mm[detections.mitotic()]
+    figures = detections.xy_mm[detections.mitotic]
     figures = figures[tissue.contains(figures)] if len(figures) else figures
     area = tissue.area_mm2()
     spot = find_hotspot(figures, tissue, options.shape, options.area_mm2)

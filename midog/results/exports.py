@@ -62,12 +62,6 @@ def pixels(detections: Detections) -> np.ndarray:
     return detections.xy_mm / np.asarray(detections.spacing_mm, float)
 
 
-def class_names(detections: Detections) -> list[str]:
-    """Each point's class as the result file names it (a file may use other names than the
-    challenge's two), else as the operating point names it."""
-    return list(detections.names) if detections.names is not None else detections.labels()
-
-
 def qupath_offset(detections: Detections, options: ExportOptions) -> tuple[float, float]:
     """Where QuPath's pixel (0, 0) lies in level-0 pixels: the slide's bounds offset with
     --qupath-bounds auto (QuPath crops OpenSlide slides to their bounds), else (0, 0)."""
@@ -114,7 +108,7 @@ def geojson(detections: Detections, options: ExportOptions = ExportOptions()) ->
         raise ValueError(f"objects must be one of {QUPATH_OBJECTS}, not {objects!r}")
     rx, ry = (DETECTION_DIAMETER_MM / 2 / s for s in detections.spacing_mm)
     features = []
-    rows = zip(qupath_pixels(detections, options), detections.xy_mm, detections.scores.tolist(), class_names(detections))
+    rows = zip(qupath_pixels(detections, options), detections.xy_mm, detections.scores.tolist(), detections.class_names)
     for i, ((x, y), xy_mm, p, label) in enumerate(rows):
         name = qupath_class(label)
         properties: dict = {"objectType": objects, "classification": {"name": name, "color": list(colour(label))}}
@@ -134,7 +128,7 @@ def qupath_points(detections: Detections, options: ExportOptions = ExportOptions
     """The Counting tool's "Load points" file: a header, then x, y, class and colour per
     point, tab-separated. QuPath makes one points annotation per class and colour."""
     lines = ["x\ty\tclass\tcolor"]
-    for (x, y), label in zip(qupath_pixels(detections, options), class_names(detections)):
+    for (x, y), label in zip(qupath_pixels(detections, options), detections.class_names):
         r, g, b = colour(label)
         packed = (255 << 24 | r << 16 | g << 8 | b) - (1 << 32)  # Java's signed ARGB int, as QuPath writes it
         lines.append(f"{float(x)!r}\t{float(y)!r}\t{qupath_class(label)}\t{packed}")
@@ -146,7 +140,7 @@ def asap_xml(detections: Detections) -> str:
     whose annotation names a group that is not declared, so every label used is declared."""
     root = ET.Element("ASAP_Annotations")
     annotations = ET.SubElement(root, "Annotations")
-    for i, ((x, y), p, label) in enumerate(zip(pixels(detections), detections.scores.tolist(), class_names(detections))):
+    for i, ((x, y), p, label) in enumerate(zip(pixels(detections), detections.scores.tolist(), detections.class_names)):
         # ASAP has no measurements: the probability goes in the name, which its list shows,
         # at full precision (the shortest text that reads back as the same number).
         name = f"{label} {i + 1}" + ("" if math.isnan(p) else f" (p={float(p)!r})")
@@ -154,7 +148,7 @@ def asap_xml(detections: Detections) -> str:
         coords = ET.SubElement(dot, "Coordinates")
         ET.SubElement(coords, "Coordinate", Order="0", X=repr(float(x)), Y=repr(float(y)))
     groups = ET.SubElement(root, "AnnotationGroups")
-    for label in dict.fromkeys(class_names(detections)):
+    for label in dict.fromkeys(detections.class_names):
         group = ET.SubElement(groups, "Group", Name=label, PartOfGroup="None", Color=_hex(colour(label)))
         ET.SubElement(group, "Attributes")
     ET.indent(root)
@@ -171,7 +165,7 @@ def csv_table(detections: Detections) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["x_px", "y_px", "x_mm", "y_mm", "probability", "label"])
-    for (xp, yp), (xm, ym), p, label in zip(pixels(detections), detections.xy_mm, detections.scores.tolist(), class_names(detections)):
+    for (xp, yp), (xm, ym), p, label in zip(pixels(detections), detections.xy_mm, detections.scores.tolist(), detections.class_names):
         writer.writerow([repr(float(xp)), repr(float(yp)), repr(float(xm)), repr(float(ym)), "" if math.isnan(p) else repr(float(p)), label])
     return out.getvalue()
 

@@ -199,7 +199,7 @@ def page_data(found: Detections, tissue: TissueMap, size: tuple[int, int], level
         "points": {
             "x": [round(float(v), 1) for v in xy[:, 0]], "y": [round(float(v), 1) for v in xy[:, 1]],
             "p": None if not _thresholded(found) else found.scores.astype(np.float64).tolist(),
-            "mitotic": [int(v) for v in found.mitotic()], "tissue": [int(v) for v in in_tissue],
+            "mitotic": [int(v) for v in found.mitotic], "tissue": [int(v) for v in in_tissue],
         },
         "thresholds": thresholds, "counts": entries, "start": start,
         "hotspot": {"shape": options.count.shape, "area_mm2": options.count.area_mm2, "rx": reach / spacing[0], "ry": reach / spacing[1]},

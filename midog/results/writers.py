@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..detector.detections import Detections
+from .challenge import as_written, multiple_points
 from .count import THUMBNAIL_SIDE, CountOptions, count, describe
 from .exports import FORMATS, ExportOptions, export, identity
 from .sidecar import ResultInfo, write_info
@@ -49,10 +50,10 @@ def write_result(detections: Detections, target: Path, style: str, extras: Extra
     image_name = detections.image.name if detections.image is not None else None
     write_info(target, ResultInfo(detections.spacing_mm, detections.image_size, detections.offset_px, image_name,
                                   weights_sha256, float(detections.threshold), style))
-    write_json_atomic(target, detections.to_json(style))
+    write_json_atomic(target, multiple_points(detections, style))
     if not extras:
         return ""
-    written = detections.as_written(style)  # what the file says: the extras derive from that
+    written = as_written(detections, style)  # what the file says: the extras derive from that
     options = ExportOptions(extras.qupath_objects, extras.qupath_bounds, identity(target, image_name))
     notes = [str(export(written, fmt, target.with_suffix(FORMATS[fmt]), options)) for fmt in extras.exports]
     if extras.count is not None:

@@ -34,8 +34,10 @@ from .spacing import (
     PLAUSIBLE_MPP,
     RESOLUTION_UNITS_MM,
     SPACING_TOLERANCE,
-    _number,
+    FileSpacing,
     check_spacing,
+    decide_spacing,
+    mpp_property_mm,
     mpp_spacing,
     page_spacing_mm,
     tiff_spacing_mm,
@@ -86,7 +88,7 @@ class _Band:
 class TiffSlide(Slide):
     """Any TIFF, decoded strip by strip or tile by tile for just the region asked for."""
 
-    def __init__(self, path: Path, mpp: float | None, readers: int = 1, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, path: Path, readers: int = 1, limits: Limits = DEFAULT_LIMITS) -> None:
         import tiffslide
         import zarr
 
@@ -108,18 +110,6 @@ class TiffSlide(Slide):
         self._zarr = None
         if self._index != 0 or series.axes not in ("YXS", "YX"):
             self._zarr = zarr.open(series.aszarr(level=0), mode="r")
-        if mpp is not None:
-            self.spacing_mm = mpp_spacing(path, mpp, f"{limits.mpp_option or 'the given spacing'}", limits)
-        else:
-            tags = page_spacing_mm(page, path)
-            if tags is None and self._zarr is None:  # e.g. SVS: resolution in the description
-                raw = self._properties().get("tiffslide.mpp-x")
-                if raw is not None:
-                    raw_y = self._properties().get("tiffslide.mpp-y") or raw
-                    tags = check_spacing(path, (_number(path, raw) / 1000.0, _number(path, raw_y) / 1000.0), "the slide's MPP property", limits)
-            if tags is None:
-                raise ImageError(path, f"no resolution tags (XResolution/ResolutionUnit), so no pixel spacing{limits.mpp_hint()}")
-            self.spacing_mm = check_spacing(path, tags, "the resolution tags", limits)
         # Overlapping network tiles share stored strips and tiles: the common layouts decode
         # each once through a small cache of decoded chunks (chunks.ChunkCache).
         self._chunks = chunks.ChunkCache(path, page, self._convert, readers) if self._zarr is None and chunks.supported(page, series) else None
@@ -133,7 +123,16 @@ class TiffSlide(Slide):
         self.max_bands = readers + 2
         self._bands: OrderedDict[tuple[int, int], _Band] = OrderedDict()
         self._lock = threading.Lock()
-        self.read_region(0, 0, 1, 1)  # fail here, with the file named, on an unsupported pixel layout
+
+    def file_spacing(self) -> FileSpacing:
+        tags = page_spacing_mm(self._page, self.path)
+        if tags is not None:
+            return FileSpacing(tags, "the resolution tags")
+        if self._zarr is None:  # e.g. SVS: resolution in the description
+            raw = self._properties().get("tiffslide.mpp-x")
+            if raw is not None:
+                return FileSpacing(mpp_property_mm(self.path, raw, self._properties().get("tiffslide.mpp-y")), "the slide's MPP property")
+        return FileSpacing(None, missing="no resolution tags (XResolution/ResolutionUnit), so no pixel spacing")
 
     def _properties(self) -> dict[str, Any]:
         try:
@@ -330,7 +329,8 @@ def check_file(path: Path) -> None:
 
 
 def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, limits: Limits = DEFAULT_LIMITS) -> Slide:
-    """Open an image for detection. `mpp` (micrometres per pixel) overrides the file's spacing
+    """Open an image for detection. The spacing is decided here, once, for every reader
+    (`spacing.decide_spacing`): `mpp` (micrometres per pixel) overrides the file's spacing
     and is required when the file has none: pixels are never written as millimetres.
     `readers` is how many threads will read regions at once; `limits` bound what it may cost."""
     path = Path(path)
@@ -338,11 +338,11 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
-        return OpenSlideSlide(path, mpp, limits)
+        return _with_spacing(OpenSlideSlide(path, limits), mpp, limits)
 
     if suffix in {".tif", ".tiff"} and _is_tiff(path):
         try:
-            return TiffSlide(path, mpp, readers, limits)
+            return _with_spacing(TiffSlide(path, readers, limits), mpp, limits)
         except ImageError:
             raise
         except MemoryError:
@@ -352,13 +352,21 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
 
     pixels, sitk_spacing = _read_sitk(path, limits)
     pixels = to_rgb_uint8(pixels, path)
-    if mpp is not None:
-        spacing = mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
-    elif sitk_spacing != (1.0, 1.0):
-        spacing = check_spacing(path, sitk_spacing, "the image header", limits)  # MHA and friends store mm
-    else:
-        raise ImageError(path, f"no pixel spacing in the file{limits.mpp_hint()}")
-    return ArraySlide(path, pixels, spacing)
+    # SimpleITK reports (1, 1) for a file without spacing; MHA and friends store mm.
+    said = FileSpacing(sitk_spacing, "the image header") if sitk_spacing != (1.0, 1.0) else FileSpacing(None)
+    return _with_spacing(ArraySlide(path, pixels, said), mpp, limits)
+
+
+def _with_spacing(slide: Slide, mpp: float | None, limits: Limits) -> Slide:
+    """`slide` with its spacing decided and its first pixel read (to fail here, with the file
+    named, on an unsupported pixel layout); closed when refused."""
+    try:
+        slide.spacing_mm = decide_spacing(slide.path, mpp, slide.file_spacing, limits)
+        slide.read_region(0, 0, 1, 1)
+    except BaseException:
+        slide.close()
+        raise
+    return slide
 
 
 def _is_tiff(path: Path) -> bool:

@@ -7,16 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .spacing import FileSpacing
+
 __all__ = ["ArraySlide", "Slide"]
 
 
 class Slide:
-    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel."""
+    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel.
+
+    A reader reports what its file says of the spacing (`file_spacing`); `open_slide`
+    decides `spacing_mm` from that and any override, in one place."""
 
     path: Path
     width: int
     height: int
     spacing_mm: tuple[float, float]
+
+    def file_spacing(self) -> FileSpacing:
+        """What the file says of its pixel spacing, unchecked; read only when needed."""
+        raise NotImplementedError
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
@@ -71,11 +80,14 @@ class Slide:
 class ArraySlide(Slide):
     """An image held whole in memory (SimpleITK formats and small images)."""
 
-    def __init__(self, path: Path, pixels: np.ndarray, spacing_mm: tuple[float, float]) -> None:
+    def __init__(self, path: Path, pixels: np.ndarray, said: FileSpacing) -> None:
         self.path = path
         self.pixels = pixels
         self.height, self.width = pixels.shape[:2]
-        self.spacing_mm = spacing_mm
+        self._said = said
+
+    def file_spacing(self) -> FileSpacing:
+        return self._said
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         return self.pixels[y : y + h, x : x + w]
