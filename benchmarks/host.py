@@ -132,7 +132,7 @@ def decode_alone(image: Path, threads: int) -> None:
 
 
 def tiles_read(image: Path, threads: int, batch_size: int, config: Any) -> None:
-    from midog.detector.core import prefetch_batches
+    from midog.detector.feed import prefetch_batches
     from midog.detector.tiles import tile_origins
     from midog.slides.readers import open_slide
 

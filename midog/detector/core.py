@@ -9,7 +9,6 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -18,6 +17,7 @@ import numpy as np
 from ..config import REFERENCE, DetectorConfig
 from .detections import Detections, Thumbnail
 from .device import auto_batch_size, bf16_supported, pick_device
+from .feed import gpu_batches, prefetch_batches
 from ..errors import TimeBudgetError
 from ..slides.limits import DEFAULT_LIMITS, Limits
 
@@ -25,81 +25,6 @@ if TYPE_CHECKING:
     import torch
 
     from ..slides.readers import Slide
-
-
-def prefetch_batches(
-    slide: "Slide", origins: list[tuple[int, int]], batch_size: int, config: DetectorConfig, workers: int, pin: bool
-) -> Iterator[tuple[list[tuple[int, int]], "torch.Tensor"]]:
-    """Yield (origins, uint8 tiles) batches in order while worker threads decode the next ones.
-
-    At most workers + 1 batches are in flight, so memory is flat whatever the slide size.
-    Decoders (zlib, JPEG, openslide) release the GIL, so threads overlap with the model.
-    Tiles are read straight into staging buffers allocated (and pinned, for a GPU) once and
-    reused: a batch's buffer goes back to the pool when the consumer asks for the next batch,
-    or, for a GPU, once the copy queued from it (`StagingPool.release`) has finished.
-    """
-    import torch
-
-    from .tiles import read_tile
-
-    staging = StagingPool(batch_size, config.tile_size, workers + 3, pin)
-
-    def load(chunk: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
-        buffer = staging.take()
-        array = buffer.numpy()
-        for i, (x, y) in enumerate(chunk):
-            read_tile(slide, x, y, config, out=array[i])
-        return chunk, buffer[: len(chunk)]
-
-    chunks = iter([origins[i : i + batch_size] for i in range(0, len(origins), batch_size)])
-    if workers <= 0:
-        for chunk in chunks:
-            result = load(chunk)
-            yield result
-            staging.release(result[1])
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="tiles") as pool:
-        pending = deque(pool.submit(load, c) for c in islice(chunks, workers + 1))
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(chunks, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield result
-            staging.release(result[1])
-
-
-class StagingPool:
-    """Reused uint8 batch buffers, pinned once when they feed a GPU. A buffer handed back
-    while an asynchronous copy from it may still run carries a CUDA event; it is refilled
-    only after that event, so no copy ever reads a buffer being overwritten."""
-
-    def __init__(self, batch_size: int, tile_size: int, count: int, pin: bool) -> None:
-        import queue
-
-        import torch
-
-        self._torch = torch
-        self._pin = pin
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(count):
-            buffer = torch.empty((batch_size, tile_size, tile_size, 3), dtype=torch.uint8)
-            self._free.put((buffer.pin_memory() if pin else buffer, None))
-
-    def take(self) -> "torch.Tensor":
-        buffer, event = self._free.get()
-        if event is not None:
-            event.synchronize()
-        return buffer
-
-    def release(self, tiles: "torch.Tensor") -> None:
-        """Hand back the buffer `tiles` views, after the work queued on it so far."""
-        base = tiles._base if tiles._base is not None else tiles
-        event = None
-        if self._pin:
-            event = self._torch.cuda.Event()
-            event.record()
-        self._free.put((base, event))
 
 
 class Detector:
@@ -169,6 +94,8 @@ class Detector:
         self.post_workers = 2
         self._torch = torch
         self.compiled = False
+        # Fast mode on CUDA decodes JPEG-tiled slides on the GPU when a decoder is installed.
+        self.gpu_decode = True
         if compile:
             self.compiled = self._compile()
 
@@ -312,7 +239,8 @@ class Detector:
             # batch to finish there. A bounded number of batches is in flight.
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
                 jobs: deque[Future[tuple]] = deque()
-                for batch_origins, tiles in prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin):
+                batches = self._gpu_batches(slide, row_major) or prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin)
+                for batch_origins, tiles in batches:
                     check_deadline(deadline, image, bar.n, len(origins))
                     class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
                     ranks = np.array([rank[xy] for xy in batch_origins], np.int64)
@@ -343,6 +271,17 @@ class Detector:
             boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info, self.threshold,
             image_size=(width, height), offset_px=offset, thumbnail=thumbnail, image=Path(image),
         )
+
+    def _gpu_batches(self, slide: "Slide", origins: list[tuple[int, int]]) -> Iterator[tuple[list[tuple[int, int]], "torch.Tensor"]] | None:
+        """Batches decoded and assembled on the GPU (slides.gpu_jpeg), for JPEG-tiled TIFFs in
+        fast mode on CUDA with a GPU JPEG decoder; None otherwise, and the CPU reads. Exact
+        mode never decodes on the GPU: JPEG decoders may round the IDCT differently."""
+        if not (self.fast and self.gpu_decode and self.device.type == "cuda" and hasattr(slide, "gpu_jpeg_tiles")):
+            return None
+        reader = slide.gpu_jpeg_tiles(self.device)
+        if reader is None:
+            return None
+        return gpu_batches(reader, origins, self.batch_size, self.config)
 
     def _batch_results(
         self, origins: np.ndarray, ranks: np.ndarray, class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float

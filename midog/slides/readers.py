@@ -213,6 +213,15 @@ class TiffSlide(Slide):
                 band.pixels = self._read(0, y, self.width, h)
         return band.pixels[:, x : x + w]
 
+    def gpu_jpeg_tiles(self, device: Any) -> Any:
+        """A `gpu_jpeg.GpuJpegTiles` reading level 0 on `device` when it is a CUDA device, a
+        GPU JPEG decoder is installed and this file's JPEG tiles decode there as here; else None."""
+        if self._zarr is not None or self._chunks is None:
+            return None
+        from .gpu_jpeg import GpuJpegTiles
+
+        return GpuJpegTiles.open(self.path, self._page, device, reference=self.read_region)
+
     def read_into(self, out: np.ndarray, x: int, y: int) -> np.ndarray:
         h, w = out.shape[:2]
         if self._chunks is not None and not self.is_blank(x, y, w, h):
