@@ -132,3 +132,17 @@ def test_gpu_tile_assembly_with_the_cpu_decoder_equals_the_cpu_reader(images):
         assert gpu_jpeg.GpuJpegTiles.open(images["jpeg"], page, cpu, swapped, reference=slide.read_region) is None
     with tifffile.TiffFile(images["zlib_tiles"]) as tif:
         assert gpu_jpeg.GpuJpegTiles.open(images["zlib_tiles"], tif.pages[0], cpu, decoder) is None
+
+
+def test_host_normalisation_gives_the_same_bits_as_the_device_one():
+    """The CPU device's readers normalise with numpy (`Normalizer.into`): every uint8 value
+    of every channel gives the bits of the torch route (`Normalizer.__call__`)."""
+    from midog.detector.tiles import Normalizer
+
+    values = np.arange(256, dtype=np.uint8)
+    pattern = np.stack([values, values[::-1], np.roll(values, 7)], -1).reshape(16, 16, 3)
+    tile = np.tile(pattern, (32, 32, 1))  # 512 x 512, every value in every channel
+    normalizer = Normalizer()
+    want = normalizer(torch.from_numpy(tile[None])).permute(0, 2, 3, 1).numpy()[0]
+    got = normalizer.into(tile, np.empty(tile.shape, np.float32))
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))

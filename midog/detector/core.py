@@ -155,7 +155,8 @@ class Detector:
         return min(self.config.candidate_threshold, self.threshold)
 
     def _forward(self, tiles: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-        """uint8 (B, H, W, 3) tiles on the device -> class logits and box deltas, float32."""
+        """uint8 (B, H, W, 3) tiles on the device, or float32 ones already normalised ->
+        class logits and box deltas, float32."""
         torch = self._torch
         # The compiled graph has one fixed batch size; a short last batch runs eagerly rather
         # than padded (padding 2 tiles to 10 costs 8 tiles' compute).
@@ -163,7 +164,8 @@ class Detector:
         # Normalised inside inference mode, as at compile time: tensors made outside it carry
         # another dispatch key, which makes torch.compile recompile (6 s) on the first batch.
         with self._precision(), torch.inference_mode():
-            batch = self.normalize(tiles)
+            # float32 tiles were normalised by the readers (`_host_normalizer`).
+            batch = tiles.permute(0, 3, 1, 2) if tiles.dtype == torch.float32 else self.normalize(tiles)
             if self.autocast_dtype is None:
                 return model(batch)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
@@ -239,7 +241,7 @@ class Detector:
             # batch to finish there. A bounded number of batches is in flight.
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
                 jobs: deque[Future[tuple]] = deque()
-                batches = self._gpu_batches(slide, row_major) or prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin)
+                batches = self._gpu_batches(slide, row_major) or prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin, self._host_normalizer())
                 for batch_origins, tiles in batches:
                     check_deadline(deadline, image, bar.n, len(origins))
                     class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
@@ -271,6 +273,12 @@ class Detector:
             boxes_a[keep], scores_a[keep], classes_a[keep], spacing, info, self.threshold,
             image_size=(width, height), offset_px=offset, thumbnail=thumbnail, image=Path(image),
         )
+
+    def _host_normalizer(self) -> Any:
+        """On the CPU device the readers normalise the tiles they read, in parallel with
+        decoding; a GPU normalises its own, and a compiled network is given the tiles as
+        at compile time (a tensor made outside inference mode would make it recompile)."""
+        return self.normalize if self.device.type == "cpu" and not self.compiled else None
 
     def _gpu_batches(self, slide: "Slide", origins: list[tuple[int, int]]) -> Iterator[tuple[list[tuple[int, int]], "torch.Tensor"]] | None:
         """Batches decoded and assembled on the GPU (slides.gpu_jpeg), for JPEG-tiled TIFFs in

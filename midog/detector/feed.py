@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
 
 from ..config import DetectorConfig
 
@@ -18,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def prefetch_batches(
-    slide: "Slide", origins: list[tuple[int, int]], batch_size: int, config: DetectorConfig, workers: int, pin: bool
+    slide: "Slide", origins: list[tuple[int, int]], batch_size: int, config: DetectorConfig, workers: int, pin: bool,
+    normalizer: Any = None,
 ) -> Iterator[tuple[list[tuple[int, int]], "torch.Tensor"]]:
     """Yield (origins, uint8 tiles) batches in order while worker threads decode the next ones.
 
@@ -27,18 +31,29 @@ def prefetch_batches(
     Tiles are read straight into staging buffers allocated (and pinned, for a GPU) once and
     reused: a batch's buffer goes back to the pool when the consumer asks for the next batch,
     or, for a GPU, once the copy queued from it (`StagingPool.release`) has finished.
+    With a `normalizer` (the CPU device), the readers also normalise each tile
+    (`Normalizer.into`) and the batches are the network's float32 input, (B, H, W, 3).
     """
     import torch
 
     from .tiles import read_tile
 
-    staging = StagingPool(batch_size, config.tile_size, workers + 3, pin)
+    staging = StagingPool(batch_size, config.tile_size, workers + 3, pin, torch.float32 if normalizer is not None else torch.uint8)
+    scratch = threading.local()  # each reader's uint8 tile, when it normalises
 
     def load(chunk: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
         buffer = staging.take()
         array = buffer.numpy()
+        size = config.tile_size
+        if hasattr(slide, "prepare"):  # share the decoding of chunks with the other readers
+            slide.prepare([(x, y, min(size, slide.width - x), min(size, slide.height - y)) for x, y in chunk])
         for i, (x, y) in enumerate(chunk):
-            read_tile(slide, x, y, config, out=array[i])
+            if normalizer is None:
+                read_tile(slide, x, y, config, out=array[i])
+                continue
+            if not hasattr(scratch, "tile"):
+                scratch.tile = np.empty((size, size, 3), np.uint8)
+            normalizer.into(read_tile(slide, x, y, config, out=scratch.tile), array[i])
         return chunk, buffer[: len(chunk)]
 
     chunks = iter([origins[i : i + batch_size] for i in range(0, len(origins), batch_size)])
@@ -64,14 +79,14 @@ class StagingPool:
     while an asynchronous copy from it may still run carries a CUDA event; it is refilled
     only after that event, so no copy ever reads a buffer being overwritten."""
 
-    def __init__(self, batch_size: int, tile_size: int, count: int, pin: bool) -> None:
+    def __init__(self, batch_size: int, tile_size: int, count: int, pin: bool, dtype: Any = None) -> None:
         import torch
 
         self._torch = torch
         self._pin = pin
         self._free: queue.Queue = queue.Queue()
         for _ in range(count):
-            buffer = torch.empty((batch_size, tile_size, tile_size, 3), dtype=torch.uint8)
+            buffer = torch.empty((batch_size, tile_size, tile_size, 3), dtype=dtype or torch.uint8)
             self._free.put((buffer.pin_memory() if pin else buffer, None))
 
     def take(self) -> "torch.Tensor":

@@ -82,6 +82,26 @@ class Normalizer:
         rows.div_(255.0).sub_(mean).div_(std)
         return x.permute(0, 3, 1, 2)
 
+    def into(self, tile: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """One uint8 (H, W, 3) tile normalised into float32 `out` (H, W, 3) with numpy, on the
+        host: the same three correctly rounded float32 operations value for value, so the
+        same bits as `__call__` (tests/test_host_feed.py checks). Reader threads normalise
+        this way for the CPU device, in parallel with decoding and without torch's
+        intra-op threads, whose hand-offs cost more than the arithmetic on small batches."""
+        h, w, c = tile.shape
+        rows, pixels = out.reshape(h, w * c), tile.reshape(h, w * c)
+        mean, std = (t.numpy() for t in self._row_constants(w, torch.device("cpu")))
+        # In blocks of rows that stay in the core's cache through all four passes: a whole
+        # tile's 3 MB of float32 would go to memory and back four times.
+        step = max(1, 2**16 // (w * c))
+        for r in range(0, h, step):
+            block = rows[r : r + step]
+            block[...] = pixels[r : r + step]
+            np.divide(block, np.float32(255.0), out=block)
+            np.subtract(block, mean, out=block)
+            np.divide(block, std, out=block)
+        return out
+
     def _row_constants(self, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = (width, device)
         if key not in self._rows:

@@ -7,10 +7,14 @@ of stored chunks itself (tifffile's own decoder, the same codecs, so the same pi
 converts them to RGB once and keeps them in a small least-recently-used cache:
 
 - strips are grouped into full-width blocks of about `BLOCK_ROWS` rows, aligned to strip
-  boundaries, so a 512-row tile is cut from two blocks and every strip is decoded once
+  boundaries, so a 512-row tile is cut from a few blocks and every strip is decoded once
   (a strip TIFF's strips are often 1-16 rows: a unit per strip would cost more in Python
   than in decoding);
 - tiles are units of their own.
+
+Reader threads reading the same row of network tiles need the same units: `warm` lets each
+decode the units no other thread is decoding yet, so they share the row's decoding rather
+than queue behind one another for it.
 
 Bytes come from the file with `os.pread`, which needs no shared file position, so reader
 threads decode different units at the same time (the codecs release the GIL).
@@ -28,8 +32,11 @@ import numpy as np
 
 from ..errors import ImageError
 
-# Rows of a strip block: one network tile's height, so a tile spans at most two blocks.
-BLOCK_ROWS = 512
+# Rows of a strip block: a quarter of a network tile, small enough for the reader threads
+# on one row of tiles to share its decoding, large enough that Python's cost per block is
+# small beside decoding it.
+BLOCK_ROWS = 128
+BAND_ROWS = 512  # a row of network tiles: what each reader thread works on at once
 # The cache holds what the reader threads work on plus the rows that neighbouring tiles
 # share; bounded in bytes whatever the slide's width (a 50 000 px wide band is 77 MB).
 MAX_CACHE_MB = 512
@@ -88,7 +95,7 @@ class ChunkCache:
         self.unit = (self.chunk[0] * self.per_unit, self.chunk[1])
         self._unit_rows = -(-rows // self.per_unit)
         unit_bytes = self.unit[0] * self.unit[1] * 3
-        band_bytes = max(BLOCK_ROWS, self.unit[0]) * self.width * 3
+        band_bytes = max(BAND_ROWS, self.unit[0]) * self.width * 3
         budget = min(MAX_CACHE_MB * 2**20, (readers + 2) * 2 * band_bytes)
         self.capacity = max(4, int(budget // unit_bytes))
         self._units: OrderedDict[tuple[int, int], _Unit] = OrderedDict()
@@ -110,8 +117,24 @@ class ChunkCache:
                 out[ys - y : ye - y, xs - x : xe - x] = pixels[ys - y0 : ye - y0, xs - x0 : xe - x0]
         return out
 
-    def _get(self, ur: int, uc: int) -> np.ndarray:
-        key = (ur, uc)
+    def _keys(self, x: int, y: int, w: int, h: int) -> list[tuple[int, int]]:
+        uh, uw = self.unit
+        return [(ur, uc) for ur in range(y // uh, (y + h - 1) // uh + 1) for uc in range(x // uw, (x + w - 1) // uw + 1)]
+
+    def warm(self, regions: list[tuple[int, int, int, int]]) -> None:
+        """Decode the units under the (x, y, w, h) `regions` that no other thread is decoding
+        now; those that one is are left to it (`read` waits for them)."""
+        for key in dict.fromkeys(k for region in regions for k in self._keys(*region)):
+            unit = self._entry(key)
+            if unit.pixels is None and unit.lock.acquire(blocking=False):
+                try:
+                    if unit.pixels is None:
+                        unit.pixels = self._decode_unit(*key)
+                        self.decoded += 1
+                finally:
+                    unit.lock.release()
+
+    def _entry(self, key: tuple[int, int]) -> _Unit:
         # The cache lock only finds the entry; decoding runs under the unit's own lock.
         with self._lock:
             unit = self._units.get(key)
@@ -121,6 +144,10 @@ class ChunkCache:
                     self._units.popitem(last=False)
             else:
                 self._units.move_to_end(key)
+            return unit
+
+    def _get(self, ur: int, uc: int) -> np.ndarray:
+        unit = self._entry((ur, uc))
         with unit.lock:
             if unit.pixels is None:
                 unit.pixels = self._decode_unit(ur, uc)

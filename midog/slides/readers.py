@@ -222,6 +222,10 @@ class TiffSlide(Slide):
 
         return GpuJpegTiles.open(self.path, self._page, device, reference=self.read_region)
 
+    def prepare(self, regions: list[tuple[int, int, int, int]]) -> None:
+        if self._chunks is not None:
+            self._chunks.warm([r for r in regions if not self.is_blank(*r)])
+
     def read_into(self, out: np.ndarray, x: int, y: int) -> np.ndarray:
         h, w = out.shape[:2]
         if self._chunks is not None and not self.is_blank(x, y, w, h):
