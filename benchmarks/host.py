@@ -162,10 +162,25 @@ def stage_times(detector: Any, image: Path, device: str) -> dict[str, float]:
 
         return wrapper
 
-    saved = (tiles_mod.read_tile, post_mod.distance_nms, detector.normalize, detector.model, detector._batch_results)
-    tiles_mod.read_tile = timed("decode + staging (reader threads)", saved[0])
+    from midog.slides.readers import TiffSlide
+
+    class TimedNormalizer:
+        """The detector's Normalizer, timed both where the device runs it and where the
+        CPU device's reader threads run it (`into`)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.call = timed("normalise (on the device)", inner)
+            self.into = timed("normalise (reader threads, CPU device)", inner.into)
+
+        def __call__(self, tiles: Any) -> Any:
+            return self.call(tiles)
+
+    saved = (tiles_mod.read_tile, post_mod.distance_nms, detector.normalize, detector.model, detector._batch_results, TiffSlide.prepare)
+    TiffSlide.prepare = timed("decode (reader threads)", saved[5])
+    tiles_mod.read_tile = timed("staging: tiles cut into the batch (reader threads)", saved[0])
     post_mod.distance_nms = timed("distance NMS", saved[1])
-    detector.normalize = timed("normalise", saved[2])
+    detector.normalize = TimedNormalizer(saved[2])
     detector.model = detector.eager = timed("network (stand-in)", saved[3])
     detector._batch_results = timed("post-processing (batched, threads)", saved[4])
     try:
@@ -183,6 +198,7 @@ def stage_times(detector: Any, image: Path, device: str) -> dict[str, float]:
         tiles_mod.read_tile, post_mod.distance_nms, detector.normalize = saved[:3]
         detector.model = detector.eager = saved[3]
         detector._batch_results = saved[4]
+        TiffSlide.prepare = saved[5]
     if device.startswith("cuda"):
         times["copy to device (estimate: one batch's copy x batches)"] = copy_estimate(detector, detections.info["tiles"])
     times["wall (whole detect)"] = wall
