@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MidogError
-from ..slides.readers import OPENSLIDE_SUFFIXES
+from ..slides.wsi import OPENSLIDE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
