@@ -1,4 +1,4 @@
-"""Hostile and unusual inputs, one test per class of bad input (see the README's "What bad
+"""Hostile and unusual inputs, one test per class of bad input (see docs/bad-input.md, "What bad
 input gets"): small hand-crafted files, the untrained random weights, the CPU."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def add_detection_args(p: argparse.ArgumentParser) -> None:
     tissue = p.add_mutually_exclusive_group()
     tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
     tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (--quiet hides them too)")
     add_extras_args(p)
     add_limit_args(p)
 
