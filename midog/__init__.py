@@ -2,12 +2,12 @@
 
 The Python API, for notebooks and scripts:
 
-    from midog import Detector
-    found = Detector.from_weights("weights/RetinaNetDA.pth").detect("roi.tiff")
+    from midog import settle_run
+    found = settle_run("weights/RetinaNetDA.pth").detector().detect("roi.tiff")
     found.mitotic_figures().xy_mm
 
-`Detector` (midog.detector.core), `Detections` (midog.detector.detections),
-`multiple_points` (midog.results.challenge), `open_slide` (midog.slides.readers) and
+`settle_run` (midog.pipeline.run), `Detector` (midog.detector.core), `Detections`
+(midog.detector.detections), `multiple_points` (midog.results.challenge), `open_slide` (midog.slides.readers) and
 `DetectorConfig` / `REFERENCE` (midog.config.settings) are importable from here. They are
 loaded on first use, so that `import midog` and `midog --help` stay fast.
 """
@@ -23,6 +23,7 @@ _EXPORTS = {
     "Detector": "midog.detector.core",
     "Detections": "midog.detector.detections",
     "multiple_points": "midog.results.challenge",
+    "settle_run": "midog.pipeline.run",
     "open_slide": "midog.slides.readers",
     "DetectorConfig": "midog.config.settings",
     "REFERENCE": "midog.config.settings",
