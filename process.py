@@ -30,7 +30,7 @@ from midog.commands.args import probability as probability_arg
 from midog.commands.cli import setup_logging
 from midog.detector.device import describe_runtime, pick_device
 from midog.errors import MidogError, describe, exit_status, shown, signals_interrupt
-from midog.pipeline.container import CASES_FILE, IMAGE_SUFFIXES, RESULT_FILE, find_layout, find_weights, inside, report_cases, write_cases
+from midog.pipeline.container import CASES_FILE, IMAGE_SUFFIXES, RESULT_FILE, find_layout, find_weights, inside, opens_a_slide, report_cases, write_cases
 from midog.pipeline.image import Outcome, detect_or_error
 from midog.pipeline.run import LIMIT_VARIABLES, RunSettings, run_device, settle_run
 from midog.results.challenge import STYLES as CORE_STYLES
@@ -46,8 +46,7 @@ POINTS_NAME = "Points of interest"
 
 
 class _Prefixed(logging.LoggerAdapter):
-    """Lines start with "process:", so the platform's log reads like midog's (under midog's
-    logger: shown by default, as the platform shows the container's stderr)."""
+    """Lines start with "process:" (under midog's logger: shown, as the platform shows stderr)."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"process: {msg}", kwargs
@@ -74,16 +73,18 @@ class ImageFileLoader(FileLoader):
                 return [{"path": fname, "filename": name, "refused": reason}]
             log.warning(f"warning: {reason}")
             return []
-        if fname.is_dir():
+        if fname.is_dir() or not opens_a_slide(fname):  # a DICOM slide's other files: its first opens it
             return []
         if fname.suffix.lower() not in IMAGE_SUFFIXES:
             log.info(f"skipping {shown(name)}: not an image file")
             return []
+        if fname.suffix.lower() == ".dcm" and fname != min(fname.parent.glob("*.dcm")):
+            return []  # a DICOM slide is a folder of files: its first file opens the whole series
         return [{"path": fname, "filename": name, "refused": None}]
 
 
 class MitoticFigureDetection(DetectionAlgorithm):
-    def __init__(self, input_dir: Path, output_dir: Path, run: RunSettings, style: str = "auto", weights_source: str = "") -> None:
+    def __init__(self, input_dir: Path, output_dir: Path, run: RunSettings, style: str = "auto", weights_source: str = "given") -> None:
         layout, image_dir = find_layout(input_dir)
         self.output_dir, self.image_dir = output_dir, image_dir
         self.style = layout if style == "auto" else style
@@ -110,8 +111,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         with output_lock(self.output_dir):  # two runs on one /output would interleave their results
             remove_stale_temp([self.output_dir / CASES_FILE, self.output_dir / RESULT_FILE])  # a killed run's
             self.detector = self.run.detector()
-            source = f" ({self.weights_source})" if self.weights_source else ""
-            log.info(f"weights {self.run.weights}{source}, threshold {self.run.threshold:g}, device {self.detector.device}; threshold from {self.run.threshold_from}")
+            log.info(f"weights {self.run.weights} ({self.weights_source}), threshold {self.run.threshold:g}, device {self.detector.device}; threshold from {self.run.threshold_from}")
             self.process_cases()
             self.save()
         return sum(1 for case in self._case_results if case["error"] is not None)
@@ -144,7 +144,7 @@ class MitoticFigureDetection(DetectionAlgorithm):
         log.info(summary)
         return {"filename": name, "mitotic-figures": {"name": POINTS_NAME, **answer} if self.style == "2025" else answer, "error": None}
 
-    def write_results(self) -> list[dict[str, Any]]:  # after every image: see process_cases
+    def write_results(self) -> list[dict[str, Any]]:  # after every image (process_cases)
         return write_cases(self.output_dir, self._case_results)
 
     def save(self) -> None:

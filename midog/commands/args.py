@@ -86,7 +86,8 @@ def add_extras_args(p: argparse.ArgumentParser) -> None:
     --review for `midog detect` and `midog batch`."""
     group = p.add_argument_group("exports, count and review (written beside each JSON output)")
     group.add_argument("--export", action="append", choices=list(FORMATS), default=[],
-                       help="also write <stem>.geojson (QuPath), .points.tsv (QuPath's Counting tool), .xml (ASAP) or .csv; repeatable")
+                       help="also write <stem>.geojson (QuPath), .points.tsv (QuPath's Counting tool), .xml (ASAP), .csv, "
+                       "or .dcm (dicom-ann: DICOM annotations, for DICOM slides); repeatable")
     add_qupath_args(group)  # type: ignore[arg-type]
     group.add_argument("--count", action="store_true", help="also write <stem>.count.json: mitotic count, per mm², hotspot, score")
     group.add_argument("--overlay", action="store_true", help="with --count: also draw <stem>.overlay.png")

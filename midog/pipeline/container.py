@@ -17,7 +17,7 @@ from ..detector.weights import published_weights
 from ..errors import MidogError, shown
 from ..slides.wsi import OPENSLIDE_SUFFIXES
 
-__all__ = ["CASES_FILE", "IMAGE_SUFFIXES", "RESULT_FILE", "report_cases", "write_cases", "CHECKPOINT_SUFFIXES", "PUBLISHED_NAME", "ROI_FOLDER", "ROI_SLUG", "checkpoint_in", "find_layout", "find_weights", "inside"]
+__all__ = ["CASES_FILE", "IMAGE_SUFFIXES", "opens_a_slide", "RESULT_FILE", "report_cases", "write_cases", "CHECKPOINT_SUFFIXES", "PUBLISHED_NAME", "ROI_FOLDER", "ROI_SLUG", "checkpoint_in", "find_layout", "find_weights", "inside"]
 
 log = logging.getLogger("midog.process")
 
@@ -29,12 +29,18 @@ ROI_FOLDER = Path("images/histopathology-roi-cropout")
 ROI_SLUG = "histopathology-region-of-interest-cropout"
 RESULT_FILE = "mitotic-figures.json"  # what the platform reads: one "Multiple points" dict
 CASES_FILE = "results.json"  # every image's result or error, so none is lost with several images
-IMAGE_SUFFIXES = {".tif", ".tiff", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp"} | OPENSLIDE_SUFFIXES  # what the loader takes
+IMAGE_SUFFIXES = {".tif", ".tiff", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".bmp", ".dcm"} | OPENSLIDE_SUFFIXES  # what the loader takes
 
 
 def inside(path: Path, root: Path) -> bool:
     """`path`, with every symbolic link followed, lies in `root` (also followed)."""
     return path.resolve().is_relative_to(root.resolve())
+
+
+def opens_a_slide(path: Path) -> bool:
+    """Whether an image file is a case of its own: every one is, except the files of a DICOM
+    slide (a folder of .dcm files) after the first, which opens the whole series."""
+    return path.suffix.lower() != ".dcm" or path == min(path.parent.glob("*.dcm"))
 
 
 def find_layout(input_dir: Path) -> tuple[str, Path]:

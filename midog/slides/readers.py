@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
 from .pixels import tiff_converter, to_rgb_uint8
+from .dicom import DicomSlide, is_dicom, is_wsi_file
 from .slide import ArraySlide, Slide
 from .spacing import FileSpacing, decide_spacing, mpp_property_mm, page_spacing_mm
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
@@ -281,7 +282,11 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     and is required when the file has none: pixels are never written as millimetres.
     `readers` is how many threads will read regions at once; `limits` bound what it may cost."""
     path = Path(path)
+    if path.is_dir() and is_dicom(path):  # a folder holding one DICOM slide's files
+        return _dicom_slide(path, mpp, limits)
     check_file(path)
+    if path.suffix.lower() not in {".tif", ".tiff"} and is_wsi_file(path):
+        return _dicom_slide(path, mpp, limits)
     check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
@@ -314,6 +319,10 @@ def _with_spacing(slide: Slide, mpp: float | None, limits: Limits) -> Slide:
         slide.close()
         raise
     return slide
+
+
+def _dicom_slide(path: Path, mpp: float | None, limits: Limits) -> Slide:
+    return _with_spacing(DicomSlide(path, limits), mpp, limits)
 
 
 def _is_tiff(path: Path) -> bool:
