@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..detector.weights import published_weights
 from ..pipeline.batch import run_batch
-from .args import add_detection_args, detect_options, positive, positive_int
+from .args import add_detection_args, positive, positive_int, run_settings
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     add_detection_args(p)
     p.set_defaults(
         run=lambda a: run_batch(
-            a.inputs, a.output, a.weights or published_weights(), detect_options(a), a.workers, a.address, a.gpus_per_worker,
+            a.inputs, a.output, run_settings(a, a.weights or published_weights()), a.workers, a.address, a.gpus_per_worker,
             a.cpus_per_worker, a.force, a.progress, a.dashboard,
         )
     )

@@ -24,7 +24,7 @@ from ..slides.limits import DEFAULT_LIMITS, Limits
 if TYPE_CHECKING:
     import torch
 
-    from ..slides.readers import Slide
+    from ..slides.slide import Slide
 
 
 class Detector:

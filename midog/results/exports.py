@@ -1,5 +1,6 @@
 """Detections in the formats viewers read (`midog export`): GeoJSON for QuPath, tab-separated
-points for QuPath's Counting tool, XML for ASAP, and a plain CSV table.
+points for QuPath's Counting tool, XML for ASAP, a plain CSV table, and a DICOM annotation
+object for DICOM slides (midog.results.dicom_ann).
 
 Coordinates are pixels: millimetres divided by the spacing the result was made at, per axis
 (midog.results.sidecar). The CSV and ASAP XML hold level-0 pixels. QuPath crops a slide it
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..detector.detections import MITOTIC, NON_MITOTIC, Detections
 
-FORMATS = {"geojson": ".geojson", "qupath-points": ".points.tsv", "asap": ".xml", "csv": ".csv"}
+FORMATS = {"geojson": ".geojson", "qupath-points": ".points.tsv", "asap": ".xml", "csv": ".csv", "dicom-ann": ".dcm"}
 QUPATH_FORMATS = ("geojson", "qupath-points")  # the formats in QuPath's pixels
 QUPATH_OBJECTS = ("annotation", "detection")
 QUPATH_BOUNDS = ("auto", "off")
@@ -55,6 +56,7 @@ class ExportOptions:
     qupath_objects: str = "annotation"
     qupath_bounds: str = "auto"  # auto: QuPath's pixels start at the slide's bounds offset
     identity: str = ""  # the image and result the ids derive from (`identity`)
+    weights_sha256: str | None = None  # the weights that made the result (DICOM annotations name them)
 
 
 def pixels(detections: Detections) -> np.ndarray:
@@ -182,7 +184,13 @@ def render(detections: Detections, fmt: str, options: ExportOptions = ExportOpti
     raise ValueError(f"format must be one of {tuple(FORMATS)}, not {fmt!r}")
 
 
-def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path:
+def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path | None:
+    """Write `detections` as `fmt` to `target`; returns it, or None where a format writes
+    nothing for a result without points (dicom-ann)."""
     from ..atomic import write_text_atomic
 
+    if fmt == "dicom-ann":  # binary, and it needs the DICOM source: midog.results.dicom_ann
+        from .dicom_ann import write_annotations
+
+        return write_annotations(detections, target, options.identity, options.weights_sha256)
     return write_text_atomic(target, render(detections, fmt, options))

@@ -8,9 +8,9 @@ memory stays bounded by the tiles in flight, not the slide's size. The pieces li
 this module, one concern each: `pixels` (one conversion rule per pixel type), `spacing`
 (where spacing comes from and when it is plausible), `limits` (what an image may cost) and
 `tiff_layout` (series choice, sparse and truncated chunks). Any file that fails a check is
-an `ImageError` naming the file and the problem. Their public names are importable from
-here as well, with the other readers': `slide` (the `Slide` interface, and `ArraySlide` for
-images held whole) and `wsi` (vendor whole-slide formats through openslide).
+an `ImageError` naming the file and the problem. The other readers live beside it: `slide`
+(the `Slide` interface, and `ArraySlide` for images held whole) and `wsi` (vendor
+whole-slide formats through openslide).
 """
 
 from __future__ import annotations
@@ -29,49 +29,14 @@ import numpy as np
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
 from . import chunks
-from .pixels import cmyk_to_rgb, high_bit_shift, tiff_converter, to_rgb_uint8, ycbcr_to_rgb
-from .spacing import (
-    PLAUSIBLE_MPP,
-    RESOLUTION_UNITS_MM,
-    SPACING_TOLERANCE,
-    FileSpacing,
-    check_spacing,
-    decide_spacing,
-    mpp_property_mm,
-    mpp_spacing,
-    page_spacing_mm,
-    tiff_spacing_mm,
-)
+from .pixels import tiff_converter, to_rgb_uint8
+from .dicom import DicomSlide, is_dicom, is_wsi_file
 from .slide import ArraySlide, Slide
+from .spacing import FileSpacing, decide_spacing, mpp_property_mm, page_spacing_mm
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
 from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide, is_vendor_wsi
 
-__all__ = [
-    "DEFAULT_LIMITS",
-    "OPENSLIDE_SUFFIXES",
-    "PLAUSIBLE_MPP",
-    "RESOLUTION_UNITS_MM",
-    "SPACING_TOLERANCE",
-    "ArraySlide",
-    "Limits",
-    "OpenSlideSlide",
-    "Slide",
-    "TiffSlide",
-    "check_chunks",
-    "check_file",
-    "check_spacing",
-    "cmyk_to_rgb",
-    "high_bit_shift",
-    "mpp_spacing",
-    "open_slide",
-    "page_spacing_mm",
-    "pick_series",
-    "sparse_grid",
-    "tiff_converter",
-    "tiff_spacing_mm",
-    "to_rgb_uint8",
-    "ycbcr_to_rgb",
-]
+__all__ = ["TiffSlide", "check_file", "open_slide"]
 
 WHITE = 255  # what missing (sparse) TIFF tiles read as: glass, i.e. background
 
@@ -347,7 +312,11 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     and is required when the file has none: pixels are never written as millimetres.
     `readers` is how many threads will read regions at once; `limits` bound what it may cost."""
     path = Path(path)
+    if path.is_dir() and is_dicom(path):  # a folder holding one DICOM slide's files
+        return _dicom_slide(path, mpp, limits)
     check_file(path)
+    if path.suffix.lower() not in {".tif", ".tiff"} and is_wsi_file(path):
+        return _dicom_slide(path, mpp, limits)
     check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
@@ -380,6 +349,10 @@ def _with_spacing(slide: Slide, mpp: float | None, limits: Limits) -> Slide:
         slide.close()
         raise
     return slide
+
+
+def _dicom_slide(path: Path, mpp: float | None, limits: Limits) -> Slide:
+    return _with_spacing(DicomSlide(path, limits), mpp, limits)
 
 
 def _is_tiff(path: Path) -> bool:
