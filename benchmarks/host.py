@@ -9,8 +9,9 @@ zlib strip TIFF (the MIDOG files' layout) and the same pixels as a JPEG-tiled py
 slide (512 px tiles, a scanner's layout). For each, and each reader-thread count (1, 2, 4,
 8, 16 up to the usable cores): decode-alone MP/s (tifffile decoding the whole image with
 that many threads), tiles-read MP/s (every tile the detector reads, batched, no network)
-and pipeline MP/s (the detector's whole loop, stand-in network). Then the time per stage
-of one pipeline run. MP/s are of the image's area. The best of `--repeats` runs counts.
+and pipeline MP/s (the detector's whole loop, stand-in network), with the CPU seconds each
+used. Then the time per stage of one pipeline run. MP/s are of the image's area. The best
+of `--repeats` runs counts.
 
 `--cpus N` restricts the process to N CPUs (affinity, torch threads, reader threads): the
 platform's GPU instance has 4 vCPUs, so `--cpus 4` on any machine with 4 or more cores
@@ -112,16 +113,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def best(fn: Callable[[], Any], repeats: int, device: str) -> float:
-    """Fastest wall time of `repeats` calls, in seconds."""
-    times = []
+def best(fn: Callable[[], Any], repeats: int, device: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of the fastest of `repeats` calls."""
+    runs = []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        runs.append((time.perf_counter() - start, time.process_time() - cpu))
+    return min(runs)
 
 
 def decode_alone(image: Path, threads: int) -> None:
@@ -209,7 +210,7 @@ def copy_estimate(detector: Any, tiles: int) -> float:
     import torch
 
     host = torch.empty((detector.batch_size, 512, 512, 3), dtype=torch.uint8).pin_memory()
-    seconds = best(lambda: host.to(detector.device, non_blocking=True), 5, "cuda")
+    seconds = best(lambda: host.to(detector.device, non_blocking=True), 5, "cuda")[0]
     return seconds * tiles / detector.batch_size
 
 
@@ -236,6 +237,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
     images = {"strip TIFF": REGION} if args.skip_jpeg else {"strip TIFF": REGION, "JPEG tiles": JPEG_SLIDE}
     headline: dict[str, dict[str, float]] = {}
+    cpu_headline: dict[str, dict[str, float]] = {}
     for name, image in images.items():
         import tifffile
 
@@ -243,19 +245,23 @@ def main() -> None:
             height, width = tif.series[0].levels[0].shape[:2]
         mp = width * height / 1e6
         print(f"\n{name} {width} x {height} ({image.name}); MP/s of the image's area")
-        print("threads  decode-alone  tiles-read  pipeline  pipeline/decode  pipeline/tiles")
+        print("threads  decode-alone  tiles-read  pipeline  pipeline/decode  pipeline/tiles  CPU seconds: decode tiles pipeline")
         for t in threads:
             detector = make_detector(args.device, t)
             detector.detect(image, tissue_only=False)  # warm-up: first-touch allocations, CUDA kernels
-            rates = {
-                "decode": mp / best(lambda: decode_alone(image, t), args.repeats, args.device),
-                "tiles": mp / best(lambda: tiles_read(image, t, detector.batch_size, detector.config), args.repeats, args.device),
-                "pipeline": mp / best(lambda: detector.detect(image, tissue_only=False), args.repeats, args.device),
+            timings = {
+                "decode": best(lambda: decode_alone(image, t), args.repeats, args.device),
+                "tiles": best(lambda: tiles_read(image, t, detector.batch_size, detector.config), args.repeats, args.device),
+                "pipeline": best(lambda: detector.detect(image, tissue_only=False), args.repeats, args.device),
             }
+            rates = {k: mp / wall for k, (wall, _) in timings.items()}
+            cpu = {k: used for k, (_, used) in timings.items()}
             if t == cores:
                 headline[name] = rates
+                cpu_headline[name] = cpu
             print(f"{t:7d}  {rates['decode']:12.0f}  {rates['tiles']:10.0f}  {rates['pipeline']:8.0f}  "
-                  f"{rates['pipeline'] / rates['decode']:15.2f}  {rates['pipeline'] / rates['tiles']:14.2f}", flush=True)
+                  f"{rates['pipeline'] / rates['decode']:15.2f}  {rates['pipeline'] / rates['tiles']:14.2f}  "
+                  f"{cpu['decode']:6.2f} {cpu['tiles']:6.2f} {cpu['pipeline']:6.2f}", flush=True)
         detector = make_detector(args.device, cores)
         print(f"stages of one pipeline run, {cores} reader threads, batch {detector.batch_size} (seconds):")
         for stage, seconds in stage_times(detector, image, args.device).items():
@@ -263,6 +269,10 @@ def main() -> None:
     if "JPEG tiles" in headline:
         j = headline["JPEG tiles"]
         print(f"JPEG tiles at {cores} threads: pipeline/decode={j['pipeline'] / j['decode']:.3f} pipeline/tiles={j['pipeline'] / j['tiles']:.3f}")
+    c = cpu_headline["strip TIFF"]
+    # CPU seconds are what a busy machine distorts least: their ratio is the wall ratio
+    # that a machine with its cores free for this process would reach at best.
+    print(f"strip TIFF CPU work: decode-alone/pipeline={c['decode'] / c['pipeline']:.3f} tiles-read/pipeline={c['tiles'] / c['pipeline']:.3f}")
     s = headline["strip TIFF"]
     print(f"host_vs_decode={s['pipeline'] / s['decode']:.3f} host_vs_tiles={s['pipeline'] / s['tiles']:.3f}")
 
