@@ -41,7 +41,7 @@ from .inputs import (
 from ..results.sidecar import file_sha256, sidecar_path
 from .image import detect_or_error
 from .run import RunSettings
-from ..errors import MidogError, WriteError, describe
+from ..errors import MidogError, UsageError, WriteError, describe
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ __all__ = [
     "is_finished",
     "output_targets",
     "plan_workers",
+    "require_ray",
     "run_batch",
 ]
 
@@ -161,6 +162,15 @@ def _write_report(folder: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def require_ray() -> None:
+    """Ray is installed, or a UsageError (exit 2) that says how to install it: checked
+    first, before the run is settled or any input read."""
+    try:
+        import ray  # noqa: F401  (installed?)
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+
+
 def run_batch(
     inputs: list[str],
     output: Path,
@@ -175,11 +185,7 @@ def run_batch(
 ) -> int:
     """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray.
     One run at a time per output folder (`output_lock`); a second is refused (exit 2)."""
-    try:
-        import ray  # noqa: F401  (installed?)
-    except ImportError:
-        log.error("midog batch: error: %s", INSTALL_HINT)
-        return 2
+    require_ray()
     started = time.perf_counter()
     images = collect_images(inputs)
     if output.exists() and not output.is_dir():

@@ -121,9 +121,10 @@ def settle_run(
 
         stored = read_metadata(weights).get("threshold")
         point, source = (checked(check_probability, stored, f"{weights}: stored threshold"), f"{weights.name}'s metadata") if stored is not None else (REFERENCE.threshold, "the reference's default")
+    given_limits = {"max_megapixels": max_megapixels, "max_chunk_mb": max_chunk_mb, "max_memory_mb": max_memory_mb}
     limits = {}
     for field, variable in LIMIT_VARIABLES.items():
-        value, _ = pick(field, locals()[field], variable, check_positive)
+        value, _ = pick(field, given_limits[field], variable, check_positive)
         limits[field] = getattr(DEFAULT_LIMITS, field) if value is None else value
     budget, _ = pick("time_budget", time_budget, "MIDOG_TIME_BUDGET", check_positive)
     return RunSettings(
