@@ -16,7 +16,8 @@ from conftest import VECTOR_NAMES
 import midog.slides.readers
 from midog.detector import Detector
 from midog.results.challenge import multiple_points
-from midog.slides.readers import OpenSlideSlide, TiffSlide, open_slide
+from midog.slides.readers import TiffSlide, open_slide
+from midog.slides.wsi import OpenSlideSlide
 from midog.synth import make_slide
 
 
@@ -38,7 +39,7 @@ def test_streamed_detections_equal_whole_image_detections(vectors_dir, vector_we
     streamed = Detector.from_weights(vector_weights, "cpu", workers=2).detect(path)
     monkeypatch.setattr(midog.slides.readers, "_is_tiff", lambda p: False)  # force SimpleITK, whole image
     with open_slide(path) as slide:
-        assert isinstance(slide, midog.slides.readers.ArraySlide)
+        assert isinstance(slide, midog.slides.slide.ArraySlide)
     whole = Detector.from_weights(vector_weights, "cpu", workers=0).detect(path)
     assert np.array_equal(streamed.boxes, whole.boxes) and np.array_equal(streamed.scores, whole.scores)
 

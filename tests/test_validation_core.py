@@ -29,12 +29,12 @@ def synthetic_record(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Path) -> None:
     from midog.commands.detect import run_detect
     from midog.detector import Detector
-    from midog.pipeline.image import DetectOptions
+    from midog.pipeline.run import settle_run
     from midog.network.retinanet import load_model
     from midog.training.validate import evaluate_images, predict_image, validation_detector
 
     target = tmp_path / "out.json"
-    assert run_detect([synthetic_record.path], DEMO, target, DetectOptions(device="cpu"), progress=False) == 0
+    assert run_detect([synthetic_record.path], settle_run(DEMO, device="cpu"), target, progress=False) == 0
     written = np.asarray([p["point"] for p in json.loads(target.read_text())["points"]], np.float64)
     assert len(written) > 0, "the demo weights find nothing on this image: the comparison would be empty"
 

@@ -94,7 +94,7 @@ def run_demo(output: Path, device: str = "auto", offline: bool = False, require_
     try:
         if offline:
             raise MidogError("--offline given: not fetching the published artefacts")
-        fetch_all(progress=True)
+        fetch_all(progress=_log_flags() != ["--quiet"])
     except MidogError as exc:
         log.warning("midog demo: could not get the published reference artefacts: %s", exc)
         if require_published:

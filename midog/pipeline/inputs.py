@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import MidogError
 from ..slides.dicom import is_dicom
-from ..slides.readers import OPENSLIDE_SUFFIXES
+from ..slides.wsi import OPENSLIDE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

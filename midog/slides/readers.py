@@ -8,9 +8,9 @@ memory stays bounded by the tiles in flight, not the slide's size. The pieces li
 this module, one concern each: `pixels` (one conversion rule per pixel type), `spacing`
 (where spacing comes from and when it is plausible), `limits` (what an image may cost) and
 `tiff_layout` (series choice, sparse and truncated chunks). Any file that fails a check is
-an `ImageError` naming the file and the problem. Their public names are importable from
-here as well, with the other readers': `slide` (the `Slide` interface, and `ArraySlide` for
-images held whole) and `wsi` (vendor whole-slide formats through openslide).
+an `ImageError` naming the file and the problem. The other readers live beside it: `slide`
+(the `Slide` interface, and `ArraySlide` for images held whole) and `wsi` (vendor
+whole-slide formats through openslide).
 """
 
 from __future__ import annotations
@@ -28,51 +28,15 @@ import numpy as np
 
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
-from .pixels import cmyk_to_rgb, high_bit_shift, tiff_converter, to_rgb_uint8, ycbcr_to_rgb
-from .spacing import (
-    PLAUSIBLE_MPP,
-    RESOLUTION_UNITS_MM,
-    SPACING_TOLERANCE,
-    FileSpacing,
-    check_spacing,
-    decide_spacing,
-    mpp_property_mm,
-    mpp_spacing,
-    page_spacing_mm,
-    tiff_spacing_mm,
-)
+from . import chunks
+from .pixels import tiff_converter, to_rgb_uint8
 from .dicom import DicomSlide, is_dicom, is_wsi_file
 from .slide import ArraySlide, Slide
+from .spacing import FileSpacing, decide_spacing, mpp_property_mm, page_spacing_mm
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
 from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide, is_vendor_wsi
 
-__all__ = [
-    "DEFAULT_LIMITS",
-    "OPENSLIDE_SUFFIXES",
-    "PLAUSIBLE_MPP",
-    "RESOLUTION_UNITS_MM",
-    "SPACING_TOLERANCE",
-    "ArraySlide",
-    "DicomSlide",
-    "Limits",
-    "OpenSlideSlide",
-    "Slide",
-    "TiffSlide",
-    "check_chunks",
-    "check_file",
-    "check_spacing",
-    "cmyk_to_rgb",
-    "high_bit_shift",
-    "mpp_spacing",
-    "open_slide",
-    "page_spacing_mm",
-    "pick_series",
-    "sparse_grid",
-    "tiff_converter",
-    "tiff_spacing_mm",
-    "to_rgb_uint8",
-    "ycbcr_to_rgb",
-]
+__all__ = ["TiffSlide", "check_file", "open_slide"]
 
 WHITE = 255  # what missing (sparse) TIFF tiles read as: glass, i.e. background
 
@@ -111,10 +75,13 @@ class TiffSlide(Slide):
         self._zarr = None
         if self._index != 0 or series.axes not in ("YXS", "YX"):
             self._zarr = zarr.open(series.aszarr(level=0), mode="r")
-        # Strips span the full width: reading tile by tile would decode every strip once per
-        # tile column (16 times for a MIDOG region). Full-width bands are decoded once and
-        # kept while the tiles of that row are read; a few bands bound the memory.
-        self._striped = not page.is_tiled
+        # Overlapping network tiles share stored strips and tiles: the common layouts decode
+        # each once through a small cache of decoded chunks (chunks.ChunkCache).
+        self._chunks = chunks.ChunkCache(path, page, self._convert, readers) if self._zarr is None and chunks.supported(page, series) else None
+        # Otherwise strips, which span the full width, are read as full-width bands, decoded
+        # once and kept while the tiles of that row are read (rather than once per tile
+        # column, 16 times for a MIDOG region); a few bands bound the memory.
+        self._striped = not page.is_tiled and self._chunks is None
         # One band per reading thread plus spares: fewer and concurrent readers evict bands
         # still in use and decode them again and again (measured: 3.5x slower end to end on a
         # GPU with 8 readers and 4 bands). A band of a 50 000 px wide strip TIFF is 77 MB.
@@ -192,6 +159,10 @@ class TiffSlide(Slide):
             rgb[max(0, y0) : max(0, y0 + ch), max(0, x0) : max(0, x0 + cw)] = WHITE
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self._chunks is not None:
+            if self.is_blank(x, y, w, h):
+                return np.full((h, w, 3), WHITE, np.uint8)
+            return self._chunks.read(x, y, w, h)
         if not self._striped:
             return self._read(x, y, w, h)
         # The cache lock is held only to find a band's entry; decoding happens under the
@@ -206,6 +177,26 @@ class TiffSlide(Slide):
             if band.pixels is None:
                 band.pixels = self._read(0, y, self.width, h)
         return band.pixels[:, x : x + w]
+
+    def gpu_jpeg_tiles(self, device: Any) -> Any:
+        """A `gpu_jpeg.GpuJpegTiles` reading level 0 on `device` when it is a CUDA device, a
+        GPU JPEG decoder is installed and this file's JPEG tiles decode there as here; else None."""
+        if self._zarr is not None or self._chunks is None:
+            return None
+        from .gpu_jpeg import GpuJpegTiles
+
+        return GpuJpegTiles.open(self.path, self._page, device, reference=self.read_region)
+
+    def prepare(self, regions: list[tuple[int, int, int, int]]) -> None:
+        if self._chunks is not None:
+            self._chunks.warm([r for r in regions if not self.is_blank(*r)])
+
+    def read_into(self, out: np.ndarray, x: int, y: int) -> np.ndarray:
+        h, w = out.shape[:2]
+        if self._chunks is not None and not self.is_blank(x, y, w, h):
+            return self._chunks.read(x, y, w, h, out)
+        out[:] = self.read_region(x, y, w, h)
+        return out
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         if self._zarr is not None:  # no pyramid reader: stride over the image in bands
@@ -246,6 +237,8 @@ class TiffSlide(Slide):
         return self._convert(region)
 
     def close(self) -> None:
+        if self._chunks is not None:
+            self._chunks.close()
         self._slide.close()
 
 

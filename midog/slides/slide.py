@@ -31,6 +31,16 @@ class Slide:
         """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
         raise NotImplementedError
 
+    def prepare(self, regions: list[tuple[int, int, int, int]]) -> None:
+        """A hint that the (x, y, w, h) `regions` are read next; readers that cache decoded
+        chunks decode what no other thread is decoding yet."""
+
+    def read_into(self, out: np.ndarray, x: int, y: int) -> np.ndarray:
+        """`read_region` of out's size at (x, y), written into `out` (a staging buffer) and
+        returned; readers that assemble regions themselves skip the intermediate copy."""
+        out[:] = self.read_region(x, y, out.shape[1], out.shape[0])
+        return out
+
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         """A low-resolution RGB view and its downsample factor, for tissue detection."""
         raise NotImplementedError
