@@ -221,7 +221,10 @@ class TiffSlide(Slide):
         # Read in bands so a big level is never held whole.
         band = 1024 - (1024 % step) if step < 1024 else step
         for y in range(0, h, band):
-            region = self._slide.read_region((0, int(y * self._slide.level_downsamples[level])), level, (w, min(band, h - y)), as_array=True)
+            try:
+                region = self._slide.read_region((0, int(y * self._slide.level_downsamples[level])), level, (w, min(band, h - y)), as_array=True)
+            except Exception as exc:  # a damaged pyramid level (fuzzing found one) names the file, as level 0 does
+                raise ImageError(self.path, f"damaged or truncated image ({type(exc).__name__}: {exc})") from None
             rows.append(self._convert(np.asarray(region))[::step, ::step])
         return np.concatenate(rows, 0), float(self._slide.level_downsamples[level] * step)
 

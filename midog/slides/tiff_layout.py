@@ -107,10 +107,15 @@ def check_tiff_structure(path: Path) -> None:
     except Exception:  # tifffile raises several types for damaged headers
         return
     with tif:
-        for page in tif.pages:
-            problem = chunk_table_damage(page, tif.filehandle.size, header_bytes(tif))
-            if problem:
-                raise ImageError(path, problem)
+        try:
+            for page in tif.pages:  # pages are parsed one by one as the loop reaches them
+                problem = chunk_table_damage(page, tif.filehandle.size, header_bytes(tif))
+                if problem:
+                    raise ImageError(path, problem)
+        except ImageError:
+            raise
+        except Exception as exc:  # a later page's header that tifffile cannot parse, or absurd table values (fuzzing found both)
+            raise ImageError(path, f"damaged TIFF structure ({type(exc).__name__}: {exc})") from None
 
 
 def sparse_grid(page: Any) -> np.ndarray | None:
