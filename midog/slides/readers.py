@@ -285,6 +285,8 @@ def _read_sitk(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray,
         reason = _sitk_reason(exc)
         if "Unable to determine ImageIO reader" in reason:
             raise ImageError(path, "not an image in a readable format") from None
+        if "allocate memory" in reason or "bad_alloc" in reason:  # under a memory ceiling: not a damaged file
+            raise ImageError(path, f"out of memory decoding it whole ({reason}); give the run more memory, or save the image as a tiled TIFF") from None
         raise ImageError(path, f"damaged or truncated image ({reason})") from None
     if image.GetDimension() != 2:
         raise ImageError(path, f"expected a 2-D image, got {image.GetDimension()}-D")
