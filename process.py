@@ -29,7 +29,7 @@ from midog.atomic import output_lock, remove_stale_temp, write_json_atomic
 from midog.pipeline.image import Detector
 from midog.detector.detections import MITOTIC
 from midog.detector.device import describe_runtime, pick_device
-from midog.errors import MidogError, describe, exit_status, image_error_line, shown, signals_interrupt
+from midog.errors import MidogError, describe, exit_status, image_error_line, is_out_of_memory, shown, signals_interrupt
 from midog.detector.weights import git_blob_sha1, published_weights
 from midog.config.checks import check_positive, check_probability, checked
 from midog.commands.args import positive as positive_arg
@@ -438,6 +438,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # SIGTERM at the platform's time limit, or Ctrl-C
         log.error(f"error: {describe(exc)}; {args.output / CASES_FILE} holds every image finished before")
         return exit_status(exc)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        # Before any image: PyTorch and the weights did not fit under the process's memory
+        # limit (an address-space limit counts the ~3 GB PyTorch's CUDA build maps at import).
+        log.error("error: out of memory while loading PyTorch and the weights, before any image; "
+                  "the run needs more memory than its limit allows (docs/batch-failures.md, Memory ceilings)")
+        return 2
     return 1 if failed else 0
 
 
