@@ -178,6 +178,8 @@ def test_batch_survives_losing_a_node(tmp_path: Path, cluster: tuple[str, int]) 
             if on_second and len(list(out.glob("batch-fingerprints/*.json"))) >= 2:
                 break
             time.sleep(0.1)
+        committed = len(list(out.glob("batch-fingerprints/*.json")))
+        assert committed < N_IMAGES, "every image was done before the node could be lost"
         victims = " ".join(command_line(p) for p in node_processes(second))
         assert "raylet" in victims and "DetectorWorker" in victims
         kill_node(second)  # the raylet, its agents and the worker at once, mid-slide
