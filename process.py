@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
 import os
+from dataclasses import replace
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,20 +25,17 @@ from evalutils.exceptions import FileLoaderError
 from evalutils.io import FileLoader
 
 from midog.atomic import output_lock, remove_stale_temp
-from midog.commands.args import positive as positive_arg
-from midog.commands.args import probability as probability_arg
+from midog.commands.args import positive as positive_arg, probability as probability_arg
 from midog.commands.cli import setup_logging
 from midog.detector.device import describe_runtime, pick_device
-from midog.errors import MidogError, describe, exit_status, shown, signals_interrupt
+from midog.errors import MidogError, describe, exit_status, is_out_of_memory, shown, signals_interrupt
 from midog.pipeline.container import CASES_FILE, IMAGE_SUFFIXES, RESULT_FILE, find_layout, find_weights, inside, opens_a_slide, report_cases, write_cases
 from midog.pipeline.image import Outcome, detect_or_error
 from midog.pipeline.run import LIMIT_VARIABLES, RunSettings, run_device, settle_run
 from midog.results.challenge import STYLES as CORE_STYLES
 
 DEFAULT_INPUT, DEFAULT_OUTPUT = Path("/input"), Path("/output")
-# Grand Challenge extracts an algorithm's uploaded model tarball here; it beats the baked-in
-# weights, model/ beside this file (/opt/app/model/ in the image, for an image uploaded alone).
-DEFAULT_MODEL_DIR = Path("/opt/ml/model")
+DEFAULT_MODEL_DIR = Path("/opt/ml/model")  # the platform's model tarball; beats model/ beside this file
 BAKED_MODEL_DIR = Path(__file__).resolve().parent / "model"
 # The core's 2021 and 2022 styles, and 2025 = 2022 under the MIDOG 2025 template's top-level name.
 STYLES = (*CORE_STYLES, "2025")
@@ -78,8 +75,6 @@ class ImageFileLoader(FileLoader):
         if fname.suffix.lower() not in IMAGE_SUFFIXES:
             log.info(f"skipping {shown(name)}: not an image file")
             return []
-        if fname.suffix.lower() == ".dcm" and fname != min(fname.parent.glob("*.dcm")):
-            return []  # a DICOM slide is a folder of files: its first file opens the whole series
         return [{"path": fname, "filename": name, "refused": None}]
 
 
@@ -192,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # SIGTERM at the platform's time limit, or Ctrl-C
         log.error(f"error: {describe(exc)}; {args.output / CASES_FILE} holds every image finished before")
         return exit_status(exc)
+    except (MemoryError, RuntimeError) as exc:  # PyTorch and the weights over the memory limit
+        if not is_out_of_memory(exc):
+            raise
+        log.error("error: out of memory while loading PyTorch and the weights, before any image")
+        return 2
     return 1 if failed else 0
 
 

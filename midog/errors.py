@@ -41,13 +41,19 @@ class TimeBudgetError(ImageError):
     """One image ran past its time budget; the next image still runs."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or PyTorch's allocator failing (a RuntimeError from its C++ side) under a
+    memory ceiling."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 def image_error_line(image: object, exc: BaseException) -> str:
     """One line for any exception raised while working on one image: the MidogError's own
     text, or "<file>: <ExceptionType>: <message>" for an unexpected one."""
     image = shown(image)
     if isinstance(exc, MidogError):
         return str(exc)
-    if isinstance(exc, MemoryError):
+    if is_out_of_memory(exc):
         return f"{image}: out of memory"
     if isinstance(exc, OSError) and exc.strerror:
         return f"{image}: {exc.strerror}" + (f" ({shown(exc.filename)})" if exc.filename and shown(exc.filename) != image else "")

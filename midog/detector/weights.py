@@ -128,6 +128,12 @@ def load_manifest(path: str | os.PathLike | None = None, root: str | os.PathLike
         raise MidogError(f"{path}: manifest not found") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MidogError(f"{path}: not a valid artefact manifest ({exc!r})") from None
+    for a in artefacts:  # JSON gives any type: a name that is an object failed in set() below (fuzzing)
+        wrong = [f for f in ("name", "dest", "url", "blob") if not isinstance(getattr(a, f), str)]
+        wrong += [] if a.size is None or (isinstance(a.size, int) and not isinstance(a.size, bool)) else ["size"]
+        wrong += [] if a.local is None or isinstance(a.local, str) else ["local"]
+        if wrong:
+            raise MidogError(f"{path}: not a valid artefact manifest (artefact {a.name!r}: {', '.join(wrong)} of the wrong type)")
     names = [a.name for a in artefacts]
     if len(set(names)) != len(names):
         raise MidogError(f"{path}: duplicate artefact names in {names}")

@@ -106,13 +106,20 @@ def is_midog_json(data: Any) -> bool:
     return isinstance(data, dict) and "images" in data and "annotations" in data
 
 
-def midog_domains(data: dict) -> dict[str, str]:
-    """Scanner of each MIDOG.json image from its id (config.MIDOG_SCANNERS)."""
+def midog_domains(data: dict, path: str | Path = "MIDOG.json") -> dict[str, str]:
+    """Scanner of each MIDOG.json image from its id (config.MIDOG_SCANNERS); a MidogError
+    naming `path` when an image entry is not {"id": <integer>, "file_name": <name>}."""
     domains = {}
-    for image in data["images"]:
-        for scanner, (first, last) in MIDOG_SCANNERS.items():
-            if first <= int(image["id"]) <= last:
-                domains[image["file_name"]] = scanner
+    try:
+        for image in data["images"]:
+            image_id, name = int(image["id"]), image["file_name"]
+            if not isinstance(name, str):
+                raise TypeError(f"file_name {name!r} is not a string")
+            for scanner, (first, last) in MIDOG_SCANNERS.items():
+                if first <= image_id <= last:
+                    domains[name] = scanner
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # every one of these found by fuzzing
+        raise MidogError(f"{path}: not a MIDOG.json-style COCO file ({type(exc).__name__}: {exc})") from None
     return domains
 
 
@@ -124,7 +131,7 @@ def _read_midog_json(
         # Labels saved by the review page record the spacing their pixels were reviewed at.
         recorded = {str(im["file_name"]): float(im["spacing_mm"][0]) for im in data["images"] if "spacing_mm" in im}
         annotations = [(int(a["image_id"]), int(a["category_id"]), [float(v) for v in a["bbox"]]) for a in data["annotations"]]
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:  # OverflowError: an id of Infinity (fuzzing)
         raise MidogError(f"{path}: not a MIDOG.json-style COCO file ({type(exc).__name__}: {exc})") from None
     # An image with no annotation of any kind is unlabelled (the GT450 images), not mitosis-free.
     centres: dict[str, list[list[float]]] = {}
@@ -177,7 +184,7 @@ def read_ground_truth(
             except ValueError:
                 raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)") from None
         points = _read_midog_json(path, data, spacing_mm, Path(images_dir) if images_dir else None)
-        return GroundTruth(points, midog_domains(data))
+        return GroundTruth(points, midog_domains(data, path))
     if not isinstance(data, dict) or not data:
         raise MidogError(f'{path}: expected {{"<file>.tiff": [[x_mm, y_mm, 0], ...]}} or MIDOG.json')
     points = {}
@@ -194,7 +201,7 @@ def read_domains(path: str | Path) -> dict[str, str]:
     path = Path(path)
     data = load_json(path, "domains file")
     if is_midog_json(data):
-        return midog_domains(data)
+        return midog_domains(data, path)
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise MidogError(f'{path}: expected {{"<file>.tiff": "<scanner>", ...}}')
     return dict(data)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from .markdown import md_code, md_text
 from .plots import plot_bootstrap, plot_f1_threshold, plot_pr_curves
 from .tables import UNRANKED_NOTE, Evaluation, metrics_dict, table_markdown, write_table_csv
 
@@ -23,11 +24,11 @@ PLOTS = {
 def report_markdown(ev: Evaluation, sources: Mapping[str, str]) -> str:
     rule = f"probability >= {ev.threshold:g}" if ev.threshold is not None else 'the container\'s names (name != "non-mitotic figure")'
     lines = ["# MIDOG evaluation", ""]
-    lines += [f"- {k}: `{v}`" for k, v in sources.items()]
+    lines += [f"- {k}: {md_code(v)}" for k, v in sources.items()]
     lines += [
         f"- Detections for F1: {rule}; AP, AUCPR and curves use every candidate.",
         f"- Images scored: {len(ev.scores)}; skipped (no prediction file): {len(ev.skipped)}"
-        + (f" ({', '.join(ev.skipped[:10])}{', ...' if len(ev.skipped) > 10 else ''})" if ev.skipped else ""),
+        + (f" ({', '.join(map(md_text, ev.skipped[:10]))}{', ...' if len(ev.skipped) > 10 else ''})" if ev.skipped else ""),
         "- Matching: official MIDOG 2021 rule (evalutils `score_detection`, 7.5 um); TP/FP/FN summed over images.",
         "- AP: MIDOG 2022 definition (boxes of +-0.01125 mm, IoU 0.5, COCO 101-point).",
         f"- 95% confidence intervals: {ev.n_bootstrap} bootstrap resamples of images per scanner (seed {ev.seed}).",

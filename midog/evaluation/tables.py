@@ -17,6 +17,7 @@ from ..atomic import atomic_path
 from ..config import MIDOG_SCANNERS
 from . import ap as ap_mod
 from .io import Candidates
+from .markdown import md_text
 from .metrics import DetectionScore, case_entry, rates, score_cases, totals
 
 ALL = "all"
@@ -211,7 +212,7 @@ def table_markdown(ev: Evaluation) -> str:
         v = g.values
         rows.append(
             [
-                "**all**" if g.name == ALL else g.name,
+                "**all**" if g.name == ALL else md_text(g.name),
                 str(len(g.images)),
                 str(g.tp + g.fn),
                 str(g.tp),

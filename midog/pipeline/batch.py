@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,19 @@ class DetectorWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def detect(self, image: str, target: str) -> dict[str, Any]:
+    def detect(self, image: str, target: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """Detect and write one image; an error is returned, not raised, so the driver
-        records it and the worker goes on with the next slide."""
+        records it and the worker goes on with the next slide.
+
+        With `record` (the image's fingerprint and this run's id) the worker commits the
+        image itself: the fingerprint sidecar is written right after the output, here, not
+        by the driver when the answer arrives. So when a node is lost after it wrote an
+        output but before its answer reached the driver, the retry on another worker finds
+        the image committed by this run and answers at once instead of writing it again."""
         started = time.perf_counter()
+        if record is not None and _committed_in_run(Path(target), record):
+            stored = json.loads(fingerprint_path(Path(target)).read_text())
+            return {"status": "ok", "error": None, "seconds": 0.0, "tiles": stored.get("tiles"), "disk_full": False, "committed": True}
         # The same per-image error handling as `midog detect`: any failure becomes one line
         # and leaves no earlier output for that image behind.
         disk_full, info = False, {}
@@ -98,13 +108,30 @@ class DetectorWorker:
             _, error, info, _ = detect_or_error(self.detector, Path(image), Path(target), self.run)
         except WriteError as exc:  # the output disk is full: the driver stops handing out slides
             error, disk_full = str(exc), True
+        committed = False
+        if not error and record is not None:
+            try:
+                write_json_atomic(fingerprint_path(Path(target)), {"image": image, **record, "tiles": info.get("tiles")})
+                committed = True
+            except WriteError:  # the driver writes it when the answer arrives
+                pass
         return {
             "status": "failed" if error else "ok",
             "error": error,
             "seconds": round(time.perf_counter() - started, 3),
             "tiles": info.get("tiles"),
             "disk_full": disk_full,
+            "committed": committed,
         }
+
+
+def _committed_in_run(target: Path, record: dict[str, Any]) -> bool:
+    """The output and the fingerprint of this very run (its "run" id) are both there."""
+    try:
+        stored = json.loads(fingerprint_path(target).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and stored.get("run") == record.get("run") and is_finished(target, record)
 
 
 # ---------------------------------------------------------------------------
@@ -214,7 +241,8 @@ def _run_locked(
     extras = asdict(run.extras) if run.extras else None
     settings = json.loads(json.dumps({"options": changes_bytes, "threshold": run.threshold, "fast": run.fast, "extras": extras}))
     weights_sha256 = file_sha256(run.weights)
-    records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings} for p in images]
+    run_id = uuid.uuid4().hex  # marks the fingerprints this run commits (DetectorWorker.detect)
+    records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings, "run": run_id} for p in images]
 
     rows: list[dict[str, Any]] = [
         {"image": str(p), "status": None, "output": str(t), "error": None, "seconds": None, "tiles": None} for p, t in zip(images, targets)
@@ -235,7 +263,8 @@ def _run_locked(
         rows[i].update({k: v for k, v in result.items() if k in REPORT_FIELDS})
         if result["status"] == "ok":
             # The sidecar follows the output: an image counts as finished only once both exist.
-            write_json_atomic(fingerprint_path(targets[i]), {"image": str(images[i]), **records[i], "tiles": result["tiles"]})
+            if not result.get("committed"):  # the worker writes it itself (DetectorWorker.detect)
+                write_json_atomic(fingerprint_path(targets[i]), {"image": str(images[i]), **records[i], "tiles": result["tiles"]})
             tiles_done += result["tiles"] or 0
         else:
             rows[i]["output"] = None
@@ -262,7 +291,7 @@ def _run_locked(
                 return worker_cls.remote(worker_run, cpus_each)
 
             resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
-            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, finish)
+            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, finish, records)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (errors.Interrupted)
         for row in rows:
             if row["status"] is None:
@@ -295,6 +324,7 @@ def _dispatch(
     images: list[Path],
     targets: list[Path],
     finish: Any,
+    records: list[dict[str, Any]],
 ) -> None:
     """Hand one slide at a time to each ready worker until every slide has a result.
 
@@ -342,7 +372,11 @@ def _dispatch(
                         finish(j, {"status": "failed", "error": f"{images[j]}: not run: {result['error']}", "seconds": None, "tiles": None})
         if actor is not None and queue:
             j = queue.pop()
-            pending[actor.detect.remote(str(images[j]), str(targets[j]))] = (actor, j)
+            pending[actor.detect.remote(str(images[j]), str(targets[j]), records[j])] = (actor, j)
+        elif actor is not None:
+            # Nothing left to hand out: release the worker's CPUs and GPU, so that a worker
+            # Ray restarts after losing a node (with the slide it held) can be placed.
+            ray.kill(actor)
         if not pending:
             while queue:
                 j = queue.pop()

@@ -50,7 +50,10 @@ def _images_in(folder: Path) -> list[Path]:
 def _read_list(path: Path) -> list[Path]:
     """Paths from a text list (one a line, '#' comments) or a CSV (column image/path/file,
     else the first); relative paths are relative to the list's folder."""
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MidogError(f"{path}: not a text list of image paths ({exc})") from None
     if path.suffix.lower() == ".csv":
         rows = [r for r in csv.reader(io.StringIO(text)) if r and r[0].strip()]
         header = [c.strip().lower() for c in rows[0]] if rows else []
@@ -59,6 +62,8 @@ def _read_list(path: Path) -> list[Path]:
     else:
         entries = text.splitlines()
     entries = [e.strip() for e in entries if e.strip() and not e.strip().startswith("#")]
+    if any("\0" in e for e in entries):  # no file system accepts it; Path.resolve() would raise ValueError
+        raise MidogError(f"{path}: an entry holds a NUL byte; not a list of image paths")
     return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
 
 
@@ -88,7 +93,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
             raise MidogError(f"{item}: no such file or folder")
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise MidogError("no images found in the inputs")
+        raise MidogError(f"no images found in the inputs ({', '.join(inputs)})")
     return unique
 
 
@@ -142,5 +147,7 @@ def is_finished(target: Path, record: dict[str, Any]) -> bool:
     try:
         stored = json.loads(fingerprint_path(target).read_text())
     except (OSError, ValueError):
+        return False
+    if not isinstance(stored, dict):  # damaged or foreign: redo the image (fuzzing found a bare number)
         return False
     return all(stored.get(k) == record[k] for k in ("input", "weights_sha256", "settings"))

@@ -73,7 +73,7 @@ def read_info(result: str | Path) -> ResultInfo | None:
         raise MidogError(f'{path}: not a result info file (no "format": "{FORMAT}")')
     try:
         return _parse(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity), found by fuzzing
         raise MidogError(f"{path}: malformed result info ({type(exc).__name__}: {exc})") from None
 
 

@@ -213,7 +213,10 @@ class TiffSlide(Slide):
         # Read in bands so a big level is never held whole.
         band = 1024 - (1024 % step) if step < 1024 else step
         for y in range(0, h, band):
-            region = self._slide.read_region((0, int(y * self._slide.level_downsamples[level])), level, (w, min(band, h - y)), as_array=True)
+            try:
+                region = self._slide.read_region((0, int(y * self._slide.level_downsamples[level])), level, (w, min(band, h - y)), as_array=True)
+            except Exception as exc:  # a damaged pyramid level (fuzzing found one) names the file, as level 0 does
+                raise ImageError(self.path, f"damaged or truncated image ({type(exc).__name__}: {exc})") from None
             rows.append(self._convert(np.asarray(region))[::step, ::step])
         return np.concatenate(rows, 0), float(self._slide.level_downsamples[level] * step)
 
@@ -276,6 +279,8 @@ def _read_sitk(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray,
         reason = _sitk_reason(exc)
         if "Unable to determine ImageIO reader" in reason:
             raise ImageError(path, "not an image in a readable format") from None
+        if "allocate memory" in reason or "bad_alloc" in reason:  # under a memory ceiling: not a damaged file
+            raise ImageError(path, f"out of memory decoding it whole ({reason}); give the run more memory, or save the image as a tiled TIFF") from None
         raise ImageError(path, f"damaged or truncated image ({reason})") from None
     if image.GetDimension() != 2:
         raise ImageError(path, f"expected a 2-D image, got {image.GetDimension()}-D")

@@ -3,6 +3,8 @@ decoded on demand, never the whole level; spacing comes from the slide's MPP pro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +45,25 @@ class OpenSlideSlide(Slide):
         return FileSpacing(mpp_property_mm(self.path, raw, props.get(openslide.PROPERTY_NAME_MPP_Y)), "the slide's MPP property")
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
+        with self._damage():
+            region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))
         return region[:, :, :3]
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
+        with self._damage():
+            thumb = np.asarray(self._slide.get_thumbnail((max_side, max_side)).convert("RGB"))
         return thumb, self.width / thumb.shape[1]
+
+    @contextmanager
+    def _damage(self) -> Iterator[None]:
+        """openslide decodes on demand: a damaged tile surfaces at the read (fuzzing found
+        "Bogus Huffman table" there), and must name the file like every other reader's."""
+        import openslide
+
+        try:
+            yield
+        except openslide.OpenSlideError as exc:
+            raise ImageError(self.path, f"damaged or truncated image ({exc})") from None
 
     @property
     def offset_px(self) -> tuple[int, int]:
@@ -70,7 +85,8 @@ class OpenSlideSlide(Slide):
         return tuple(float(d) for d in self._slide.level_downsamples)
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        return np.asarray(self._slide.read_region((x, y), level, (w, h)))[:, :, :3]
+        with self._damage():
+            return np.asarray(self._slide.read_region((x, y), level, (w, h)))[:, :, :3]
 
     def close(self) -> None:
         self._slide.close()

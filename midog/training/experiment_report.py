@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_json_atomic, write_text_atomic
+from ..evaluation.markdown import md_code, md_text
 from ..evaluation.metrics import rates
 from .experiment import MODELS, SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN, plateau_threshold
 from .experiment_plots import f1_by_threshold, plot_bootstrap, plot_curves, plot_f1_threshold
@@ -84,7 +85,7 @@ def table1(results: list, status: dict[str, str], labels: dict[str, str]) -> str
         st = status.get(name, "pooled" if name != ALL_SCANNERS else "")
         cells = [_fmt(p.get(name, {}).get(k)) for p in per for k in ("precision", "recall", "f1")]
         bold = name in POOLED.values() or name == ALL_SCANNERS
-        rows.append([f"**{name}**" if bold else name, st] + cells)
+        rows.append([f"**{md_text(name)}**" if bold else md_text(name), st] + cells)
     return _table(header, rows)
 
 
@@ -98,7 +99,7 @@ def spread_table(results: list, status: dict[str, str], models: list[str]) -> st
             f1 = [p[name]["f1"] for p in by_model[m] if name in p and p[name]["f1"] is not None]
             sd = statistics.stdev(f1) if len(f1) > 1 else float("nan")
             cells.append(f"{statistics.mean(f1):.3f} ± {_fmt(sd)} ({min(f1):.3f}-{max(f1):.3f})" if f1 else "n/a")
-        rows.append([name] + cells)
+        rows.append([md_text(name)] + cells)
     return _table(["Scanner"] + [f"{m} F1 mean ± sd (min-max)" for m in models], rows)
 
 
@@ -113,7 +114,7 @@ def findings(first: list, status: dict[str, str], scanners: list[str]) -> list[s
             best = [m for m, v in f1.items() if v == top]
             ranking = ", ".join(f"{m} {v:.3f}" for m, v in sorted(f1.items(), key=lambda kv: -kv[1]))
             verdict = f"best: {best[0]}" if len(best) == 1 else f"tied: {', '.join(best)}"
-            out.append(f"**{name}**: F1 {ranking}; {verdict}.")
+            out.append(f"**{md_text(name)}**: F1 {ranking}; {verdict}.")
     for sc in scanners:
         cis = {r.model: next(g for g in r.evaluation.groups if g.name == sc).ci95.get("f1_score") for r in first}
         f1 = {m: per[m][sc]["f1"] for m in per if per[m][sc]["f1"] is not None}
@@ -124,13 +125,13 @@ def findings(first: list, status: dict[str, str], scanners: list[str]) -> list[s
         ca, cb = cis.get(a), cis.get(b)
         overlap = ca is not None and cb is not None and ca[0] <= cb[1] and cb[0] <= ca[1]
         verdict = "the bootstrap 95% intervals overlap: not distinguishable on these images" if overlap else "the bootstrap 95% intervals do not overlap"
-        out.append(f"{sc} ({status.get(sc, '?')}): {a} {f1[a]:.3f} vs {b} {f1[b]:.3f}; {verdict}.")
+        out.append(f"{md_text(sc)} ({status.get(sc, '?')}): {a} {f1[a]:.3f} vs {b} {f1[b]:.3f}; {verdict}.")
     bright = [s for s in scanners if status.get(s) == SEEN_UNLABELLED]
     if bright and "weak" in per:
         sc = bright[0]
         w = per["weak"][sc]
         others = ", ".join(f"{m} P {_fmt(per[m][sc]['precision'])} R {_fmt(per[m][sc]['recall'])}" for m in per if m != "weak")
-        out.append(f"The weak baseline on {sc} (the bright, low-contrast unlabelled scanner): precision {_fmt(w['precision'])}, "
+        out.append(f"The weak baseline on {md_text(sc)} (the bright, low-contrast unlabelled scanner): precision {_fmt(w['precision'])}, "
                    f"recall {_fmt(w['recall'])}, F1 {_fmt(w['f1'])} (TP {w['tp']}, FP {w['fp']}, FN {w['fn']}); {others}.")
     return out
 
@@ -142,7 +143,8 @@ def write_report(result: Any, out: Path) -> Path:
     seeds = sorted({r.seed for r in results})
     first = [r for r in results if r.seed == seeds[0]]
     scanners = scanner_order(status, first[0].evaluation)
-    labels = {s: f"{s} ({status.get(s, '?')})" for s in scanners}
+    labels = {s: f"{s} ({status.get(s, '?')})" for s in scanners}  # for the figures
+    md_labels = {s: f"{md_text(s)} ({status.get(s, '?')})" for s in scanners}  # for the tables: names as text
     figures = {
         "bootstrap_f1.png": plot_bootstrap(first, scanners, labels, out / "bootstrap_f1.png"),
         "f1_threshold.png": plot_f1_threshold(first, scanners, labels, out / "f1_threshold.png"),
@@ -153,7 +155,7 @@ def write_report(result: Any, out: Path) -> Path:
     lines = [
         "# Experiment: weak baseline, strong baseline and domain-adversarial training per scanner",
         "",
-        f"Data: `{base.data.annotations}`; seeded split per scanner: {base.data.val_per_scanner or 'one fifth'} validation, "
+        f"Data: {md_code(base.data.annotations)}; seeded split per scanner: {base.data.val_per_scanner or 'one fifth'} validation, "
         f"{base.data.test_per_scanner} test image(s); held-out images: the test split plus every ground-truth image that "
         "MIDOG.json does not list (the unseen scanners, never in training).",
         f"Budget, the same for every model: {base.optim.epochs} epochs of {base.sampling.train_patches} patches per scanner "
@@ -180,7 +182,7 @@ def write_report(result: Any, out: Path) -> Path:
         lines += [f"Seed {s}:", "", table1([r for r in results if r.seed == s], status, labels)]
     lines += ["## Spread over seeds", ""]
     lines += [spread_table(results, status, models)] if len(seeds) > 1 else ["One seed: no spread (run with --seeds N).", ""]
-    ci_rows = [[labels[sc]] + [f"{_fmt(rows_of(r, status)[sc]['f1'])} {_ci(r, sc)}" for r in first] for sc in scanners]
+    ci_rows = [[md_labels[sc]] + [f"{_fmt(rows_of(r, status)[sc]['f1'])} {_ci(r, sc)}" for r in first] for sc in scanners]
     lines += [
         "## Bootstrapped F1 per scanner", "",
         f"Resampling the images of each scanner with replacement ({cfg.bootstrap} resamples; seed {seeds[0]}).", "",
@@ -196,7 +198,7 @@ def write_report(result: Any, out: Path) -> Path:
         best = r.summary.get("best") or {}
         cells = [f"{v['best']:.2f} ({v['distance']:+.2f}; F1 {_fmt(v['f1_best'])} vs {_fmt(v['f1_chosen'])})" if sc in t and (v := t[sc]) else "n/a" for sc in scanners]
         op_rows.append([f"{r.model} (seed {r.seed})", str(best.get("epoch", "?")), f"{r.validation.chosen:.2f}"] + cells)
-    lines += [_table(["Model", "Selected epoch", "Chosen threshold"] + scanners, op_rows), "![F1 against threshold](f1_threshold.png)", ""]
+    lines += [_table(["Model", "Selected epoch", "Chosen threshold"] + [md_text(s) for s in scanners], op_rows), "![F1 against threshold](f1_threshold.png)", ""]
     lines += ["## UMAP of encoder features, coloured by scanner", ""]
     for r in first:
         if r.umap_png is not None:
@@ -206,8 +208,8 @@ def write_report(result: Any, out: Path) -> Path:
     lines += ["## Per-model evaluation and wall times", ""]
     for r in results:
         rel = lambda p: p.relative_to(out)  # noqa: E731
-        lines.append(f"- {r.model}, seed {r.seed}: run `{rel(r.run_dir)}`, predictions `{rel(r.predictions_dir)}`, "
-                     f"`midog evaluate` outputs `{rel(r.run_dir.parent / (r.run_dir.name + '-evaluation'))}`, "
+        lines.append(f"- {r.model}, seed {r.seed}: run {md_code(rel(r.run_dir))}, predictions {md_code(rel(r.predictions_dir))}, "
+                     f"`midog evaluate` outputs {md_code(rel(r.run_dir.parent / (r.run_dir.name + '-evaluation')))}, "
                      f"{result.seconds.get(f'seed {r.seed} {r.model}', float('nan')):.0f} s")
     lines.append("")
     write_json_atomic(out / "results.json", {
