@@ -89,6 +89,7 @@ COMMAND_MODULES = [
     "midog.commands.count",
     "midog.commands.review",
     "midog.commands.experiment",
+    "midog.commands.calibrate",
 ]
 
 

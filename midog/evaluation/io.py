@@ -135,17 +135,32 @@ def _read_midog_json(
         if category == MIDOG_MITOTIC_CATEGORY:
             x1, y1, x2, y2 = bbox
             boxes.append([(x1 + x2) / 2, (y1 + y2) / 2])
-    if spacing_mm is None and images_dir is None:
+    # A review page's labels file records each image's spacing beside it (image "spacing_mm").
+    recorded = {str(im["file_name"]): _recorded_spacing(path, im) for im in data["images"] if "spacing_mm" in im}
+    if spacing_mm is None and images_dir is None and not all(n in recorded for n in centres):
         raise MidogError(f"{path}: MIDOG.json boxes are in pixels; pass --spacing-mm or --images DIR")
     if images_dir is not None and not images_dir.is_dir():
         raise MidogError(f"{images_dir}: images folder not found")
     out = {}
     for name in sorted(centres):
-        spacing = spacing_mm if spacing_mm is not None else read_spacing_mm(_find_image(images_dir, name))
+        if spacing_mm is not None:
+            spacing = spacing_mm
+        elif name in recorded:
+            spacing = recorded[name]
+        else:
+            spacing = read_spacing_mm(_find_image(images_dir, name))
         px = np.asarray(centres[name], float).reshape(-1, 2)
         # Centre times spacing, no half-pixel offset: the same rule as the detector's output (docs/reference-algorithm.md#thresholds-and-nms).
         out[name] = np.column_stack([px * spacing, np.zeros(len(px))])
     return out
+
+
+def _recorded_spacing(path: Path, image: dict) -> float:
+    value = image["spacing_mm"]
+    value = value[0] if isinstance(value, list) and value else value
+    if not isinstance(value, (int, float)) or not 0.00005 <= value <= 0.005:
+        raise MidogError(f"{path}: image {image.get('file_name')!r}: spacing_mm {image['spacing_mm']!r} is not a pixel spacing in mm (about 0.00025)")
+    return float(value)
 
 
 def read_ground_truth(
@@ -167,7 +182,8 @@ def read_ground_truth(
             except ValueError:
                 raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)") from None
         points = _read_midog_json(path, data, spacing_mm, Path(images_dir) if images_dir else None)
-        return GroundTruth(points, midog_domains(data))
+        # A labels file's image ids are its own, not MIDOG 2021's: they name no scanner.
+        return GroundTruth(points, None if "unsure" in data else midog_domains(data))
     if not isinstance(data, dict) or not data:
         raise MidogError(f'{path}: expected {{"<file>.tiff": [[x_mm, y_mm, 0], ...]}} or MIDOG.json')
     points = {}
