@@ -90,6 +90,7 @@ COMMAND_MODULES = [
     "midog.commands.review",
     "midog.commands.experiment",
     "midog.commands.calibrate",
+    "midog.commands.adapt",
 ]
 
 
