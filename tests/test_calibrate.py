@@ -6,6 +6,7 @@ process.py."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,34 @@ def test_cli_refuses_predictions_of_other_weights(tmp_path: Path, demo_weights: 
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     rc, _, stderr = run_cli("--predictions", str(pred_dir), "--ground-truth", str(tmp_path / "gt.json"), "--weights", str(demo_weights), "-o", str(tmp_path / "o.pth"))
     assert rc == 1 and "made with other weights" in stderr
+
+
+def test_detect_and_process_use_the_calibrated_operating_point(tmp_path: Path, demo_weights: Path, run_cli, capsys: pytest.CaptureFixture[str]) -> None:
+    """OUT.pth needs no flag: `midog detect --weights OUT.pth` writes at the calibrated
+    threshold, and process.py with OUT.pth as its model (here the platform's model folder,
+    with the published weights' manifest beside it, which does not list OUT.pth) runs at it."""
+    import shutil
+
+    from test_adapt import tissue_image
+
+    sys.path.insert(0, str(ROOT))
+    import process  # noqa: E402
+
+    pred_dir, gt = crafted(tmp_path, figures=20)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    model_dir = tmp_path / "model"
+    out = model_dir / "RetinaNetDA.pth"  # even under the published file's name: its hash is not the manifest's
+    assert run_cli("--predictions", str(pred_dir), "--ground-truth", str(tmp_path / "gt.json"), "--weights", str(demo_weights), "-o", str(out), "--bootstrap", "50")[0] == 0
+    shutil.copy(ROOT / "model" / "manifest.json", model_dir / "manifest.json")
+    for extra in out.parent.glob("*.calibration.*"):
+        extra.unlink()
+    image_dir = tmp_path / "in"
+    image_dir.mkdir()
+    image = tissue_image(image_dir / "slide.tiff", size=256)
+    from midog.commands.cli import main
+
+    assert main(["detect", str(image), "--weights", str(out), "-o", str(tmp_path / "slide.json"), "--device", "cpu", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "slide.midog.json").read_text())["threshold"] == 0.50
+    capsys.readouterr()
+    assert process.main(["--input", str(image_dir), "--output", str(tmp_path / "out"), "--model-dir", str(model_dir), "--device", "cpu"]) == 0
+    assert "threshold 0.5," in capsys.readouterr().err

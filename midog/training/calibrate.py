@@ -33,8 +33,8 @@ from ..errors import MidogError
 from ..evaluation.io import Candidates
 
 GRID = np.round(np.arange(0.05, 1.0, 0.01), 2)
-RULES = ("smoothed", "bagged", "plateau", "argmax")
-DEFAULT_RULE = "smoothed"
+RULES = ("bagged", "argmax", "plateau", "smoothed")
+DEFAULT_RULE = "bagged"
 SMOOTH_HALF_WIDTH = 5  # grid steps: +-0.05 in threshold
 TRUSTED_HALF_WIDTH = 0.05  # an F1 interval narrower than +-0.05 is called enough to trust
 MIN_FIGURES = 30  # fewer reviewed figures than this always earns the warning
