@@ -22,6 +22,7 @@ operating point"): `plateau` is the experiment's middle of the near-best plateau
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,7 @@ def calibrate(
     picks = np.array([choose(rule, b, tolerance=tolerance) for b in boot[:500]]) if rule != "bagged" else np.full(1, i)
     at = np.nan_to_num(boot[:, i], nan=0.0)
     ci = (float(np.percentile(at, 2.5)), float(np.percentile(at, 97.5))) if n_bootstrap > 0 else (float(f1[i]), float(f1[i]))
+    ci = (min(ci[0], error_free_bound(*counts[i])), ci[1])
     t_ci = (float(grid[np.percentile(picks, 2.5, method="lower")]), float(grid[np.percentile(picks, 97.5, method="higher")]))
     f1_prev = None
     if previous is not None and previous >= grid[0] - 1e-9:
@@ -238,6 +240,17 @@ def calibrate(
     )
     cal.warnings = trust_warnings(cal)
     return cal
+
+
+def error_free_bound(tp: int, fp: int, fn: int) -> float:
+    """A lower 95% bound on F1 when the reviewed images show no error of a kind, where the
+    bootstrap cannot (resampling no misses gives no misses): the rule of three, a missed
+    share below 3 / n after n figures without a miss (and likewise for false detections)."""
+    tp, fp, fn = int(tp), int(fp), int(fn)
+    recall = 1 - 3 / (tp + fn) if fn == 0 and tp + fn else (tp / (tp + fn) if tp + fn else 0.0)
+    precision = 1 - 3 / (tp + fp) if fp == 0 and tp + fp else (tp / (tp + fp) if tp + fp else 0.0)
+    recall, precision = max(recall, 0.0), max(precision, 0.0)
+    return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
 
 
 def trust_warnings(cal: Calibration) -> list[str]:
@@ -265,7 +278,8 @@ def calibrated_weights(src: str | Path, dst: str | Path, cal: Calibration, sourc
 
     state, meta = read_state_dict(src)
     history = list(meta.get("calibrations", []))
-    record = {**cal.record(), "source": str(src), "source_sha256": source_sha256, "code_version": code_version()}
+    # Through JSON: plain numbers and strings only, which torch.load(weights_only=True) reads.
+    record = json.loads(json.dumps({**cal.record(), "source": str(src), "source_sha256": source_sha256, "code_version": code_version()}))
     meta = {**meta, "threshold": cal.threshold, "calibration": record, "calibrations": history + [record]}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

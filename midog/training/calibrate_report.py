@@ -33,7 +33,9 @@ def write_report(cal: Calibration, weights_in: Path, weights_out: Path, sources:
         "# Calibrated operating point", "",
         f"- Weights: `{weights_in}` -> `{weights_out}` (recorded operating point {cal.threshold:.2f})",
         *[f"- {k}: `{v}`" for k, v in sources.items()],
-        f"- Rule: {cal.rule}; bootstrap: {cal.n_bootstrap} resamples of the reviewed figures and false detections", "",
+        f"- Rule: {cal.rule}; bootstrap: {cal.n_bootstrap} resamples of the reviewed figures and false detections "
+        "(where the reviewed images show no miss or no false detection, the interval's lower end is the rule of three's: "
+        "after n figures without a miss, the missed share is below 3/n)", "",
         summary_line(cal) + ".", "",
         f"Where the rule lands on the resamples (95%): thresholds {cal.threshold_ci95[0]:.2f}-{cal.threshold_ci95[1]:.2f}.",
         f"The interval of F1 is +-{cal.half_width:.2f}; about {cal.figures_for_trust()} reviewed figures would give "
