@@ -224,8 +224,10 @@ def calibrate(
     if not len(items.figure_levels):
         raise MidogError("the reviewed images hold no mitotic figure: F1 is undefined, no operating point can be chosen")
     i, boot, mean = select(items, f1, rule, n_bootstrap, np.random.default_rng(seed), tolerance)
-    # Where the rule lands on resampled curves: how firmly the data fix the threshold.
-    picks = np.array([choose(rule, b, tolerance=tolerance) for b in boot[:500]]) if rule != "bagged" else np.full(1, i)
+    # Where the rule lands on resampled curves: how firmly the data fix the threshold (for
+    # bagged, whose own resampling would need a bootstrap inside the bootstrap, argmax's).
+    proxy = "argmax" if rule == "bagged" else rule
+    picks = np.array([choose(proxy, b, tolerance=tolerance) for b in boot[:500]])
     at = np.nan_to_num(boot[:, i], nan=0.0)
     ci = (float(np.percentile(at, 2.5)), float(np.percentile(at, 97.5))) if n_bootstrap > 0 else (float(f1[i]), float(f1[i]))
     ci = (min(ci[0], error_free_bound(*counts[i])), ci[1])
