@@ -152,7 +152,8 @@ def test_cli_writes_weights_that_record_the_new_operating_point(tmp_path: Path, 
 
     pred_dir, gt = crafted(tmp_path, figures=20)
     points_file(pred_dir / "999.json", [(0.1, 0.1, 0.99)])  # an image not reviewed: ignored
-    gt_file = tmp_path / "gt.json"
+    # The review page saves its labels beside the predictions: not a prediction file.
+    gt_file = pred_dir / "reviewed.labels.json" if layout == "labels" else tmp_path / "gt.json"
     extra: list[str] = []
     if layout == "evaluator":
         gt_file.write_text(json.dumps(gt))
