@@ -78,7 +78,7 @@ def adaptation_table(rows: list[dict[str, Any]]) -> list[str]:
         return ["No shifted scanner has more than one held-out image: no calibration arm could be scored.", ""]
     arms = sorted({r["arm"] for r in rows}, key=lambda a: (a != "none", a))
     keys = sorted({(r["model"], r["scanner"]) for r in rows})
-    header = ["model", "scanner", "images scored"] + [f"{a}: F1 (threshold)" for a in arms] + ["best F1"]
+    header = ["model", "scanner", "images scored"] + [f"{a}: F1 at threshold" for a in arms] + ["best F1"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for model, scanner in keys:
         mine = [r for r in rows if r["model"] == model and r["scanner"] == scanner]
@@ -86,7 +86,7 @@ def adaptation_table(rows: list[dict[str, Any]]) -> list[str]:
         for a in arms:
             f = [r["f1"] for r in mine if r["arm"] == a]
             t = [r["threshold"] for r in mine if r["arm"] == a]
-            cells.append(_mean_range(f) + (f" ({statistics.mean(t):.2f})" if t else ""))
+            cells.append(_mean_range(f) + (f" at {statistics.mean(t):.2f}" if t else ""))
         best = [r["best_f1"] for r in mine if r["arm"] == "none"]
         lines.append("| " + " | ".join([model, scanner, str(mine[0]["images"])] + cells + [_mean_range(best)]) + " |")
     lines.append("")

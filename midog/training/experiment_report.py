@@ -170,7 +170,9 @@ def adaptation_findings(means: dict[str, dict[str, float]]) -> list[str]:
     out = []
     for model in dict.fromkeys(k.split(" ", 1)[0] for k in means):
         arms = {k.split(" ", 1)[1]: v for k, v in means.items() if k.startswith(model + " ")}
-        cells = ", ".join(f"{a} F1 {v['f1']:.3f} (gap to best {v['gap']:.3f})" for a, v in arms.items())
+        # Arms with a larger K exist only for scanners with more held-out images: each mean
+        # says over how many scanner-seed rows it is taken.
+        cells = ", ".join(f"{a} F1 {v['f1']:.3f} (gap to best {v['gap']:.3f}; {v['n']:g} rows)" for a, v in arms.items())
         out.append(f"{model}, over the shifted scanners and seeds: {cells}.")
     return out
 
@@ -241,7 +243,7 @@ def write_report(result: Any, out: Path) -> Path:
     lines += ["## Adaptation axis: calibrating on K reviewed images of each shifted scanner", "",
               "Per shifted scanner, the first K held-out images in a seeded order are the reviewed ones (`midog calibrate`'s "
               "rule); every arm is scored on the same later images, which none saw. F1 as the mean over seeds (range), "
-              "threshold mean in brackets; best F1: those images' own best threshold. Label-free adaptation and "
+              "after \"at\" the mean threshold; best F1: those images' own best threshold. Label-free adaptation and "
               "fine-tuning are not part of this axis.", "",
               *adaptation_table(adaptation), *[f"- {x}" for x in adaptation_findings(arm_means(adaptation))], ""]
     lines += ["## UMAP of encoder features, coloured by scanner", ""]
