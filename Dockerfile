@@ -42,11 +42,12 @@ RUN python -c "from importlib.metadata import version as v; print(f'torch=={v(\"
 
 # The package, installed as the README installs it but not editable: into site-packages, with
 # its package data (weights/: the demo model and the artefact manifest), so `midog` (training
-# included) works in the image: `docker run --entrypoint midog IMAGE train --help`.
+# included) works in the image: `docker run --entrypoint midog IMAGE train --help`. With the
+# `gpu` extra (nvImageCodec for CUDA 12): fast mode decodes JPEG-tiled slides on the GPU.
 COPY pyproject.toml README.md /opt/app/src/
 COPY midog/ /opt/app/src/midog/
 COPY weights/ /opt/app/src/weights/
-RUN pip install --no-cache-dir -c /opt/app/base-constraints.txt /opt/app/src \
+RUN pip install --no-cache-dir -c /opt/app/base-constraints.txt /opt/app/src[gpu] \
     && rm -rf /opt/app/src \
     && python -c "from importlib.metadata import version as v; import sys; c = open('/opt/app/base-constraints.txt').read().split(); sys.exit(c != [f'torch=={v(\"torch\")}', f'torchvision=={v(\"torchvision\")}'])"
 

@@ -11,6 +11,9 @@
 #                      compared with test/expected_output_2022.json
 #   ./test.sh 2025     2025 interface: the same folder named by /input/inputs.json; the 2022
 #                      expected output plus the top-level "name": "Points of interest"
+#   ./test.sh --cpus 4 [LAYOUT]   the same on 4 CPUs only, the platform's T4 instance's
+#                      (docker --cpus, and --cpuset-cpus so that the container's threads see
+#                      4 cores); each run's time is printed (docs/performance.md)
 # Environment: IMAGE (default midog-da-retinanet), MEMORY (default 16g), SHM_SIZE (default 2g).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,6 +21,20 @@ cd "$(dirname "$0")"
 IMAGE=${IMAGE:-midog-da-retinanet}
 MEMORY=${MEMORY:-16g}
 SHM_SIZE=${SHM_SIZE:-2g}
+CPU_LIMIT=()
+if [ "${1:-}" = --cpus ]; then
+    if ! [[ ${2:-} =~ ^[1-9][0-9]*$ ]]; then
+        echo "usage: $0 [--cpus N] [2021|2022|2025]" >&2
+        exit 2
+    fi
+    CPU_LIMIT=(--cpus "$2")
+    # Pinning to N cores as well makes the container's own count (affinity) N, so torch and
+    # the reader threads size themselves as on the platform; a smaller host keeps its cores.
+    if [ "$(nproc)" -ge "$2" ]; then
+        CPU_LIMIT+=(--cpuset-cpus "0-$(($2 - 1))")
+    fi
+    shift 2
+fi
 LAYOUT=${1:-2021}
 
 WORK=$(mktemp -d)
@@ -49,7 +66,7 @@ JSON
         chmod -R a+rX "$INPUT"
         ;;
     *)
-        echo "usage: $0 [2021|2022|2025]" >&2
+        echo "usage: $0 [--cpus N] [2021|2022|2025]" >&2
         exit 2
         ;;
 esac
@@ -78,7 +95,7 @@ failures=0
 run_image() {
     local id=$1 name=$2 pattern=$3
     shift 3
-    local output=$WORK/output-$id log=$WORK/log-$id status=0
+    local output=$WORK/output-$id log=$WORK/log-$id status=0 started=$SECONDS
     # The container's user (uid 10001) must be able to write the results.
     mkdir -p "$output"
     chmod 777 "$output"
@@ -87,6 +104,7 @@ run_image() {
         --network none \
         --memory "$MEMORY" --memory-swap "$MEMORY" \
         --shm-size "$SHM_SIZE" \
+        ${CPU_LIMIT[@]+"${CPU_LIMIT[@]}"} \
         --cap-drop ALL \
         --security-opt no-new-privileges \
         --volume "$INPUT:/input:ro" \
@@ -94,6 +112,7 @@ run_image() {
         "$@" \
         "$IMAGE" 2>"$log" || status=$?
     cat "$log" >&2
+    echo "test.sh: run '$name' took $((SECONDS - started)) s${CPU_LIMIT[*]+ (${CPU_LIMIT[*]})}"
     if [ "$status" -ne 0 ]; then
         echo "test.sh: FAIL: $name: the container exited with status $status"
         failures=$((failures + 1))

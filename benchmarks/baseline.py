@@ -33,7 +33,7 @@ def read_whole(path: str) -> tuple[np.ndarray, tuple[float, float]]:
     try:
         import SimpleITK as sitk
     except ImportError:
-        from midog.slides.readers import tiff_spacing_mm
+        from midog.slides.spacing import tiff_spacing_mm
         import tifffile
 
         return tifffile.imread(path)[:, :, :3], tiff_spacing_mm(path)

@@ -62,14 +62,15 @@ def record(table: list[dict], k: int, n: int, mem: dict[str, float], started: fl
 
 
 def run_detect(images: list[Path], out: Path, device: str) -> list[dict]:
-    from midog.pipeline.image import DetectOptions, detect_or_error
+    from midog.pipeline.image import detect_or_error
+    from midog.pipeline.run import settle_run
 
-    options = DetectOptions(device=device)
-    detector = options.detector(WEIGHTS)
+    run = settle_run(WEIGHTS, device=device)
+    detector = run.detector()
     table: list[dict] = []
     started = time.perf_counter()
     for k, image in enumerate(images, 1):
-        _, error = detect_or_error(detector, image, out / f"{image.stem}.json", **options.per_image())
+        _, error, _, _ = detect_or_error(detector, image, out / f"{image.stem}.json", run)
         assert error is None, error
         record(table, k, len(images), memory_mb(), started)
     return table
@@ -81,18 +82,18 @@ def run_batch_worker(images: list[Path], out: Path, device: str) -> list[dict]:
 
     from midog.pipeline.batch import DetectorWorker
     from midog.pipeline.cluster import connect
-    from midog.pipeline.image import DetectOptions
+    from midog.pipeline.run import settle_run
 
-    options = DetectOptions(device=device)
+    run = settle_run(WEIGHTS, device=device)
     threads = torch.get_num_threads()
     connect(ray, None, threads)
     try:
-        worker = ray.remote(DetectorWorker).options(num_cpus=threads).remote(str(WEIGHTS), options, threads)
+        worker = ray.remote(DetectorWorker).options(num_cpus=threads).remote(run, threads)
         pid = ray.get(worker.pid.remote())
         table: list[dict] = []
         started = time.perf_counter()
         for k, image in enumerate(images, 1):
-            result = ray.get(worker.detect.remote(str(image), str(out / f"{image.stem}.json"), options.per_image()))
+            result = ray.get(worker.detect.remote(str(image), str(out / f"{image.stem}.json")))
             assert result["status"] == "ok", result
             record(table, k, len(images), memory_mb(pid), started)
         return table

@@ -48,8 +48,8 @@ if mode == "baseline":
     from baseline import BaselineDetector
     detector = BaselineDetector(weights, device)
 else:
-    from midog.pipeline.image import Detector
-    detector = Detector(weights, device, fast=mode.startswith("fast"), compile=mode.endswith("+compile"))
+    from midog.detector import Detector
+    detector = Detector.from_weights(weights, device, fast=mode.startswith("fast"), compile=mode.endswith("+compile"))
 startup = time.perf_counter() - t0
 import torch
 if device.startswith("cuda"):

@@ -118,6 +118,37 @@ class Browser:
     def requested_urls(self) -> list[str]:
         return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
 
+    def press(self, key: str) -> None:
+        """A real key press (keydown, char, keyup) as the keyboard would send it: "j", "J", "?", "ArrowRight"."""
+        special = {"ArrowLeft": 37, "ArrowUp": 38, "ArrowRight": 39, "ArrowDown": 40, "Escape": 27}
+        if key in special:
+            common = {"key": key, "code": key, "windowsVirtualKeyCode": special[key]}
+            self.send("Input.dispatchKeyEvent", type="rawKeyDown", **common)
+        else:
+            code = f"Key{key.upper()}" if key.isalpha() else ""
+            common = {"key": key, "code": code, "windowsVirtualKeyCode": ord(key.upper()) if key.isalpha() else ord(key),
+                      "modifiers": 8 if key.isupper() or key == "?" else 0}
+            self.send("Input.dispatchKeyEvent", type="keyDown", text=key, unmodifiedText=key, **common)
+        self.send("Input.dispatchKeyEvent", type="keyUp", **common)
+
+    def click(self, x: float, y: float) -> None:
+        """A real left click at the page's CSS pixel (x, y)."""
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left" if kind != "mouseMoved" else "none", clickCount=1)
+
+    def allow_downloads(self, folder: Path) -> None:
+        """Save what the page downloads into `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(folder))
+        except RuntimeError:  # older Chromium: the page-level form
+            self.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(folder))
+
+    def reload(self, ready: str = "document.body && document.body.dataset.ready === '1'", timeout: float = 60) -> None:
+        self.evaluate("document.body.dataset.ready = ''")
+        self.send("Page.reload")
+        self.wait_for(f"({ready}) && Array.from(document.images).every(i => i.complete)", timeout)
+
     def screenshot(self, target: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def test_adapt_changes_only_encoder_batchnorm_statistics(tmp_path: Path, capsys:
     record = after["meta"]["adaptation"]
     assert record["images"] == [str(p) for p in images] and record["tiles"] == 4 and record["tiles_per_image"] == {"a.tiff": 2, "b.tiff": 2}
     assert after["meta"]["threshold"] == before["meta"]["threshold"]
-    Detector(out, device="cpu")  # loads, folds the new statistics
+    Detector.from_weights(out, "cpu")  # loads, folds the new statistics
 
 
 def test_adapt_refuses_to_overwrite_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

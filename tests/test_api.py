@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 
 from midog.detector.detections import Detections
-from midog.detector.detections import multiple_points
+from midog.results.challenge import multiple_points
 
 
 def readme_example() -> str:
@@ -42,7 +42,7 @@ def test_readme_example_runs_as_written(vectors_dir, vector_weights, tmp_path, m
     assert namespace["answer"] == expected
     found = namespace["found"]
     assert len(found.mitotic_figures()) == len(expected["points"]) > 0
-    np.testing.assert_array_equal(found.mitotic_figures().points_mm(), [p["point"][:2] for p in expected["points"]])
+    np.testing.assert_array_equal(found.mitotic_figures().xy_mm, [p["point"][:2] for p in expected["points"]])
 
 
 def test_import_midog_is_light_and_exports_load_on_use():
@@ -50,8 +50,8 @@ def test_import_midog_is_light_and_exports_load_on_use():
         "import sys, midog\n"
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules\n"
         "from midog import Detector, Detections, open_slide, DetectorConfig, REFERENCE\n"
-        "import midog.pipeline.image, midog.slides.readers\n"
-        "assert Detector is midog.pipeline.image.Detector and open_slide is midog.slides.readers.open_slide\n"
+        "import midog.detector.core, midog.slides.readers\n"
+        "assert Detector is midog.detector.core.Detector and open_slide is midog.slides.readers.open_slide\n"
         "assert REFERENCE.threshold == 0.64 and 'Detector' in dir(midog)\n"
         "try:\n"
         "    midog.nothing\n"
@@ -71,27 +71,41 @@ def found() -> Detections:
     return Detections(boxes, scores, np.zeros(3, int), (0.00025, 0.0002), threshold=0.6)
 
 
-def test_points_in_pixels_and_millimetres(found):
-    np.testing.assert_array_equal(found.points_px(), [[125, 225], [35.5, 45.5], [25, 25]])
-    np.testing.assert_array_equal(found.points_mm(), [[125 * 0.00025, 225 * 0.0002], [35.5 * 0.00025, 45.5 * 0.0002], [25 * 0.00025, 25 * 0.0002]])
-    # A threshold keeps the candidates strictly above it, like the outputs.
-    np.testing.assert_array_equal(found.points_px(0.64), [[125, 225]])
-    assert found.points_mm(0.95).shape == (0, 2)
-    # The same values the JSON carries.
-    assert found.points_mm().tolist() == [list(p) for p in found.centres_mm()]
+def test_fields_and_indexing(found):
+    np.testing.assert_array_equal(found.xy_px, [[125, 225], [35.5, 45.5], [25, 25]])
+    np.testing.assert_array_equal(found.xy_mm, [[125 * 0.00025, 225 * 0.0002], [35.5 * 0.00025, 45.5 * 0.0002], [25 * 0.00025, 25 * 0.0002]])
+    # Indexing by a mask, indices or a slice keeps every per-candidate field in step.
+    for keep in (found.scores > 0.6, [0, 1], slice(0, 2)):
+        part = found[keep]
+        assert len(part) == 2 and part.spacing_mm == found.spacing_mm and part.threshold == 0.6
+        np.testing.assert_array_equal(part.boxes, found.boxes[:2])
+        np.testing.assert_array_equal(part.xy_mm, found.xy_mm[:2])
+        np.testing.assert_array_equal(part.mitotic, [True, True])
+    assert found[found.scores > 0.95].xy_mm.shape == (0, 2)
 
 
-def test_operating_point_labels_and_json_in_each_style(found):
-    assert found.labels() == ["mitotic figure", "mitotic figure", "non-mitotic figure"]
-    assert found.labels(0.7) == ["mitotic figure", "non-mitotic figure", "non-mitotic figure"]
+def test_one_answer_to_is_it_mitotic(found):
+    # Candidates strictly above the operating point, compared in float64 like the outputs.
+    np.testing.assert_array_equal(found.mitotic, [True, True, False])
+    assert found.class_names == ["mitotic figure", "mitotic figure", "non-mitotic figure"]
     figures = found.mitotic_figures()
     assert len(figures) == 2 and figures.threshold == 0.6
     np.testing.assert_array_equal(figures.scores, np.array([0.9, 0.64], np.float32))
-    assert len(found.mitotic_figures(0.7)) == 1
-    for style in ("2021", "2022"):
-        assert found.to_json(style) == multiple_points(found, 0.6, style)
-        assert found.to_json(style, 0.7) == multiple_points(found, 0.7, style)
-    assert [p["name"] for p in found.to_json("2022")["points"]] == found.labels()
-    assert len(found.to_json("2021")["points"]) == 2
+    stricter = found.at_threshold(0.7)
+    assert stricter.threshold == 0.7 and len(stricter.mitotic_figures()) == 1
+    assert stricter.class_names == ["mitotic figure", "non-mitotic figure", "non-mitotic figure"]
+    # A result file's names decide for points read from it, until a threshold renames them.
+    named = Detections(found.boxes, found.scores, found.classes, found.spacing_mm, names=["mitotic figure", "hard negative", "mitotic figure"],
+                       mitotic=np.array([True, False, True]))
+    assert named.class_names == ["mitotic figure", "hard negative", "mitotic figure"]
+    assert named[1:].class_names == ["hard negative", "mitotic figure"]
+    assert named.at_threshold(0.6).class_names == found.class_names
+
+
+def test_json_in_each_style(found):
+    assert [p["name"] for p in multiple_points(found, "2022")["points"]] == found.class_names
+    assert [p["probability"] for p in multiple_points(found, "2022")["points"]] == found.scores.tolist()
+    assert len(multiple_points(found, "2021")["points"]) == 2
+    assert len(multiple_points(found.at_threshold(0.7), "2021")["points"]) == 1
     with pytest.raises(ValueError):
-        found.to_json("2020")
+        multiple_points(found, "2020")

@@ -137,7 +137,7 @@ def labels_layout(gt: dict[str, list]) -> dict:
     points, the spacing beside each image, unsure points apart."""
     images, annotations = [], []
     for i, (name, pts) in enumerate(sorted(gt.items()), start=1):
-        images.append({"id": i, "file_name": name, "width": 1024, "height": 1024, "spacing_mm": SPACING})
+        images.append({"id": i, "file_name": name, "width": 1024, "height": 1024, "spacing_mm": [SPACING, SPACING]})
         for x, y, _ in pts:
             cx, cy = x / SPACING, y / SPACING
             annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "bbox": [cx - 25, cy - 25, cx + 25, cy + 25]})
@@ -170,7 +170,7 @@ def test_cli_writes_weights_that_record_the_new_operating_point(tmp_path: Path, 
                                  "-o", str(out), "--bootstrap", "200", *extra)
     assert rc == 0, stderr
     assert "operating point 0.50 (was 0.93" in stdout and "40 mitotic figures" in stdout
-    assert Detector(out, device="cpu").threshold == 0.50
+    assert Detector.from_weights(out, "cpu").threshold == 0.50
     record = json.loads(out.with_name("calibrated.calibration.json").read_text())
     assert record["images"] == ["000.tiff", "001.tiff"] and record["previous_threshold"] == 0.93
     assert out.with_name("calibrated.calibration.png").stat().st_size > 1000

@@ -79,3 +79,29 @@ def test_train_rejects_an_unknown_choice(capsys):
         main(["train", "x.json", "--out", "run", "--amp", "fp8"])
     assert exc.value.code == 2
     assert "--amp" in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
+    """torch's own message is pages long and suggests weights_only=False: never shown."""
+    image = tmp_path / "x.tiff"
+    image.write_bytes(b"not read: the weights are refused first")
+    notes = tmp_path / "README.md"
+    notes.write_text("# not weights\n")
+    assert main(["detect", str(image), "--weights", str(notes), "-o", str(tmp_path / "o.json"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"midog detect: error: {notes}: not a PyTorch weights file"]
+    assert "weights_only" not in err
+
+
+def test_quiet_hides_every_progress_bar(tmp_path, vectors_dir, vector_weights, capfd):
+    small = vectors_dir / "synthC_512x512.tiff"
+    images = [tmp_path / "a.tiff", tmp_path / "b.tiff"]  # two: the images' bar as well as the tiles'
+    for image in images:
+        image.write_bytes(small.read_bytes())
+    args = ["detect", *map(str, images), "--weights", str(vector_weights), "-o", f"{tmp_path}/", "--device", "cpu"]
+    assert main(args) == 0
+    assert "%|" in capfd.readouterr().err  # without --quiet, tqdm draws its bars (also into a pipe)
+    assert main([*args, "-q"]) == 0
+    err = capfd.readouterr().err
+    assert "%|" not in err and "tile/s" not in err and "image/s" not in err, err
+    assert "error" not in err

@@ -190,6 +190,19 @@ def test_test_sh_passes_with_hardening_flags(fake_project: Path) -> None:
     assert "(baked in (" in proc.stderr
 
 
+def test_test_sh_cpus_option_limits_both_runs(fake_project: Path) -> None:
+    """--cpus N: the platform's CPU count for both runs (quota, and pinning where the host has
+    the cores), each run's time printed; a bad count is refused before anything runs."""
+    proc = run_test_sh(fake_project, "--cpus", "1", "2022")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for run_args in docker_calls("run"):
+        text = " ".join(run_args)
+        assert "--cpus 1" in text and "--cpuset-cpus 0-0" in text
+    assert proc.stdout.count("took") == 2 and "(--cpus 1 --cpuset-cpus 0-0)" in proc.stdout
+    bad = run_test_sh(fake_project, "--cpus", "four")
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
 def test_test_sh_2022_layout(fake_project: Path) -> None:
     proc = run_test_sh(fake_project, "2022")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from midog.commands import cli
 from midog.errors import MidogError
-from midog.evaluation import ap, features, io, metrics, report
+from midog.evaluation import ap, features, io, metrics, tables
 
 SHARED_MIDOG_JSON = Path(__file__).resolve().parents[2] / "shared" / "midog" / "MIDOG.json"
 
@@ -319,7 +319,7 @@ def test_f1_by_names_equals_sweep_at_operating_threshold() -> None:
         p = rng.uniform(0.05, 1, len(c))
         gt[f"{i}.tiff"] = np.column_stack([g, np.zeros(len(g))])
         preds[f"{i}.tiff"] = io.Candidates(np.column_stack([c, np.zeros(len(c))]), p, p >= 0.64)
-    ev = report.evaluate(gt, preds, n_bootstrap=0)
+    ev = tables.evaluate(gt, preds, n_bootstrap=0)
     assert ev.operating_threshold == pytest.approx(min(p for c in preds.values() for p in c.probability if p >= 0.64))
     _, _, f1 = ap.curve(ev.sweep.totals(ev.all.images))
     at = int(np.searchsorted(ev.sweep.thresholds, ev.operating_threshold))

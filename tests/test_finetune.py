@@ -16,7 +16,7 @@ def labels_file(midog_json: Path, ids: set[int]) -> Path:
     """The review page's layout (MIDOG.json's, spacing beside each image, unsure points apart)
     for the images `ids` of a synthetic set."""
     data = json.loads(midog_json.read_text())
-    images = [{**im, "spacing_mm": 0.00025} for im in data["images"] if im["id"] in ids]
+    images = [{**im, "spacing_mm": [0.00025, 0.00025]} for im in data["images"] if im["id"] in ids]
     annotations = [a for a in data["annotations"] if a["image_id"] in ids]
     out = midog_json.parent / "slides.labels.json"
     out.write_text(json.dumps({"images": images, "categories": data["categories"], "annotations": annotations, "unsure": []}))

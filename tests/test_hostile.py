@@ -1,4 +1,4 @@
-"""Hostile and unusual inputs, one test per class of bad input (see the README's "What bad
+"""Hostile and unusual inputs, one test per class of bad input (see docs/bad-input.md, "What bad
 input gets"): small hand-crafted files, the untrained random weights, the CPU."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from conftest import ROOT
 from crafted import DOUBLE, RATIONAL, write_tiff
 from midog.commands.cli import main
 from midog.errors import ImageError, TimeBudgetError
-from midog.slides.readers import Limits, check_spacing, open_slide
+from midog.slides.limits import Limits
+from midog.slides.readers import open_slide
+from midog.slides.spacing import check_spacing
 
 sys.path.insert(0, str(ROOT))
 import process  # noqa: E402
@@ -92,12 +94,12 @@ def test_mixed_run_every_good_image_has_its_result(tmp_path, good, random_weight
 
 
 def test_unexpected_exception_is_one_line_and_debug_shows_the_traceback(good, random_weights, tmp_path, capsys, monkeypatch):
-    import midog.pipeline.image
+    import midog.detector.core
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated decoder crash\nsecond line")
 
-    monkeypatch.setattr(midog.pipeline.image.Detector, "detect", boom)
+    monkeypatch.setattr(midog.detector.core.Detector, "detect", boom)
     out = tmp_path / "o.json"
     code, err = detect([str(good), "--weights", str(random_weights), "-o", str(out)], capsys)
     assert code == 1 and "Traceback" not in err
@@ -301,14 +303,16 @@ def test_truncated_file_is_refused_even_with_mpp(tmp_path, random_weights, capsy
 
 
 def test_time_budget_stops_one_image_and_the_next_still_runs(tmp_path, good, random_weights):
-    from midog.pipeline.image import Detector, detect_or_error
+    from midog.detector import Detector
+    from midog.pipeline.image import detect_or_error
+    from midog.pipeline.run import settle_run
 
-    detector = Detector(random_weights, "cpu")
+    detector = Detector.from_weights(random_weights, "cpu")
     with pytest.raises(TimeBudgetError, match="over its time budget"):
         detector.detect(good, deadline=time.monotonic() - 1)
-    summary, error, _ = detect_or_error(detector, good, tmp_path / "a.json", time_budget=1e-9)
+    summary, error, _, _ = detect_or_error(detector, good, tmp_path / "a.json", settle_run(random_weights, time_budget=1e-9))
     assert summary is None and "over its time budget of 1e-09 s" in error and not (tmp_path / "a.json").exists()
-    summary, error, _ = detect_or_error(detector, good, tmp_path / "b.json", time_budget=600)
+    summary, error, _, _ = detect_or_error(detector, good, tmp_path / "b.json", settle_run(random_weights, time_budget=600))
     assert error is None and (tmp_path / "b.json").is_file()
 
 
@@ -316,9 +320,9 @@ def test_time_budget_stops_one_image_and_the_next_still_runs(tmp_path, good, ran
 
 
 def test_unwritable_output_is_refused_before_any_work(tmp_path, good, random_weights, capsys, monkeypatch):
-    import midog.pipeline.image
+    import midog.detector.core
 
-    monkeypatch.setattr(midog.pipeline.image, "Detector", None)  # any detection would crash: it must not start
+    monkeypatch.setattr(midog.detector.core.Detector, "from_weights", None)  # any detection would crash: it must not start
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, err = detect([str(good), "--weights", str(random_weights), "-o", str(blocker / "sub" / "out.json")], capsys)
@@ -444,24 +448,28 @@ def test_other_readers_get_the_same_spacing_and_range_rules(tmp_path, monkeypatc
             pass
 
     monkeypatch.setattr(openslide, "OpenSlide", FakeSlide)
-    from midog.slides.readers import OpenSlideSlide
+    from midog.slides.wsi import OpenSlideSlide
+    from midog.slides.spacing import decide_spacing
 
+    # The reader reports what the slide says; open_slide's one rule checks it.
+    fake = tmp_path / "fake.svs"
     with pytest.raises(ImageError, match="more than 2% apart"):
-        OpenSlideSlide(tmp_path / "fake.svs", None)
+        decide_spacing(fake, None, OpenSlideSlide(fake).file_spacing)
     FakeSlide.properties = {openslide.PROPERTY_NAME_MPP_X: "nan"}
     with pytest.raises(ImageError, match="x pixel spacing nan"):
-        OpenSlideSlide(tmp_path / "fake.svs", None)
+        decide_spacing(fake, None, OpenSlideSlide(fake).file_spacing)
+    assert decide_spacing(fake, 0.25, OpenSlideSlide(fake).file_spacing) == (0.00025, 0.00025)  # the override wins
 
 
 def test_read_only_output_folder_is_refused_before_any_work(tmp_path, good, random_weights, capsys, monkeypatch):
     import tempfile
 
-    import midog.pipeline.image
+    import midog.detector.core
 
     def denied(*args, **kwargs):  # what a read-only folder answers (tests may run as root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(midog.pipeline.image, "Detector", None)
+    monkeypatch.setattr(midog.detector.core.Detector, "from_weights", None)
     monkeypatch.setattr(tempfile, "TemporaryFile", denied)
     code, err = detect([str(good), "--weights", str(random_weights), "-o", str(tmp_path / "ro" / "out.json")], capsys)
     assert code == 2 and f"cannot write outputs to {tmp_path / 'ro'}: Permission denied" in err and "Traceback" not in err

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from midog.results.hotspot import TissueMap, count_in_region, find_hotspot, region_size
+from midog.results.hotspot import Growing, TissueMap, count_in_region, find_hotspot, region_size
 
 
 def cell_edges(tissue: TissueMap) -> tuple[np.ndarray, np.ndarray]:
@@ -150,3 +150,27 @@ def test_5000_points_exact(shape):
     size = region_size(shape, 2.0)
     local = tree.query_ball_point(grid, size if shape == "circle" else size / 2, p=2 if shape == "circle" else np.inf, return_length=True)
     assert spot.count >= local.max()
+
+
+@pytest.mark.parametrize("shape", ["circle", "square"])
+@pytest.mark.parametrize("seed", range(8))
+def test_grown_sets_match_the_search_from_nothing(seed, shape):
+    """The review slider's search: the points of a falling threshold, each set searched from
+    the last one's hotspot, only where the new points can change it; every count equals the
+    brute force and the search from nothing."""
+    rng = np.random.default_rng(100 + seed)
+    mask = rng.random((6, 8)) < 0.6
+    mask[rng.integers(6), rng.integers(8)] = True
+    tissue = TissueMap(mask, (0.5, 0.4), (3.8, 2.3))
+    n = int(rng.integers(5, 40))
+    points = np.concatenate([rng.normal([2, 1.2], 0.5, (n, 2)), rng.uniform(0, [3.8, 2.3], (n // 2, 2))])
+    scores = rng.random(len(points))
+    area = float(rng.uniform(0.2, 1.5))
+    growing = Growing(points, tissue, shape, area)
+    for t in (0.9, 0.75, 0.6, 0.6, 0.45, 0.3, 0.1, 0.0):
+        keep = scores > t
+        spot = growing.search(keep)
+        assert spot.count == find_hotspot(points[keep], tissue, shape, area).count == brute_force(points[keep], tissue, shape, area)
+        assert tissue.contains(np.array(spot.center_mm))[0] and count_in_region(points[keep], np.array(spot.center_mm), shape, area) == spot.count
+    with pytest.raises(ValueError, match="lost points"):
+        growing.search(scores > 0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -143,6 +142,17 @@ def test_the_check_fails_on_a_wrong_way_import(tmp_path):
     assert ["midog.results.count", "midog.results.overlay"] in import_circles(copy)
 
 
+def test_process_py_is_a_thin_adapter():
+    """The container's entry point finds the layout and the model, settles the run and hands
+    images to the pipeline: it reaches the detector core, the readers and the network only
+    through it."""
+    process = PACKAGE.parent / "process.py"
+    assert len(process.read_text().splitlines()) < 200
+    targets = {target for _, target in imports(process, PACKAGE)}
+    assert "midog.pipeline.run" in targets and "midog.pipeline.image" in targets
+    assert not {t for t in targets if box(t) in ("slides", "network") or t == "midog.detector.core"}, targets
+
+
 def test_listing_shows_the_data_path():
     entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__")
     assert len(entries) <= 14, entries
@@ -150,21 +160,14 @@ def test_listing_shows_the_data_path():
     assert too_long == []
 
 
-@pytest.mark.parametrize("old, new, name", [
-    ("midog.detect", "midog.pipeline.image", "Detector"),
-    ("midog.slide", "midog.slides.readers", "open_slide"),
-    ("midog.detections", "midog.detector.detections", "Detections"),
-    ("midog.output", "midog.detector.detections", "multiple_points"),
-    ("midog.exports", "midog.results.exports", "geojson"),
-])
-def test_old_module_paths_still_import_with_a_warning(old, new, name):
+def test_old_flat_module_paths_are_gone():
+    """The flat layout's module paths (midog.detect, midog.slide, ...) were kept for the 0.2
+    release only; they import no more, and nothing maps them."""
     import importlib
-    import sys
 
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new) and hasattr(module, name)
-    assert module.__spec__.name == new  # the real module keeps its own identity
-    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+    import midog
+
+    for old in ("midog.detect", "midog.slide", "midog.detections", "midog.output", "midog.exports"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
+    assert not hasattr(midog, "MOVED")

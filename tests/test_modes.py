@@ -12,20 +12,20 @@ import pytest
 from conftest import DEVICE, VECTOR_NAMES, VECTOR_SPACING_MM
 from test_parity import explain_differences, expected_scores
 
-from midog.pipeline.image import Detector
-from midog.detector.detections import multiple_points
+from midog.detector import Detector
+from midog.results.challenge import multiple_points
 
 SPACING = VECTOR_SPACING_MM
 
 
 def test_compiled_exact_mode_matches_reference(vectors_dir, vector_weights):
-    detector = Detector(vector_weights, DEVICE, compile=True)
+    detector = Detector.from_weights(vector_weights, DEVICE, compile=True)
     if not detector.compiled:
         pytest.skip("torch.compile is not available here (see the warning)")
     name = "synthA_1400x1000"
     detections = detector.detect(vectors_dir / f"{name}.tiff")
     for style in ("2021", "2022"):
-        ours = multiple_points(detections, detector.threshold, style)
+        ours = multiple_points(detections, style)
         expected = json.loads((vectors_dir / f"{name}.expected_{style}.json").read_text())
         notes = explain_differences(ours["points"], expected["points"], expected_scores(vectors_dir, name, style), SPACING[name])
         for note in notes:
@@ -35,12 +35,12 @@ def test_compiled_exact_mode_matches_reference(vectors_dir, vector_weights):
 
 @pytest.mark.parametrize("name", VECTOR_NAMES)
 def test_fast_mode_agrees_away_from_the_threshold(name, vectors_dir, vector_weights):
-    detector = Detector(vector_weights, DEVICE, fast=True)
-    ours = detector.detect(vectors_dir / f"{name}.tiff").above(0.64)
+    detector = Detector.from_weights(vector_weights, DEVICE, fast=True)
+    ours = detector.detect(vectors_dir / f"{name}.tiff").at_threshold(0.64).mitotic_figures()
     expected = json.loads((vectors_dir / f"{name}.expected_2021.json").read_text())["points"]
     exp_xy = np.array([p["point"][:2] for p in expected]) / SPACING[name]
     exp_scores = np.array(expected_scores(vectors_dir, name, "2021"))
-    our_xy, our_scores = ours.centres_px(), ours.scores
+    our_xy, our_scores = ours.xy_px, ours.scores
     # The same cell: within 7.5 um, the official matching radius.
     radius = 0.0075 / SPACING[name]
     for xy, score in zip(exp_xy, exp_scores):

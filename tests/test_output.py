@@ -11,7 +11,7 @@ from conftest import SHARED, need_shared
 
 from midog.detector.detections import Detections
 from midog.atomic import write_json_atomic
-from midog.detector.detections import multiple_points
+from midog.results.challenge import multiple_points
 
 
 @pytest.fixture()
@@ -25,20 +25,20 @@ def sample() -> Detections:
 
 
 def test_2021_style_lists_points_above_threshold_in_mm(schema):
-    out = multiple_points(sample(), 0.64, "2021")
+    out = multiple_points(sample(), "2021")
     jsonschema.validate(out, schema)
     assert out["points"] == [{"point": [105 * 0.00025, 206 * 0.0002, 0]}, {"point": [10 * 0.00025, 10.5 * 0.0002, 0]}]
 
 
 def test_2022_style_names_every_candidate(schema):
-    out = multiple_points(sample(), 0.64, "2022")
+    out = multiple_points(sample(), "2022")
     jsonschema.validate(out, schema)
     assert [p["name"] for p in out["points"]] == ["mitotic figure", "mitotic figure", "non-mitotic figure"]
     assert out["points"][2]["probability"] == float(np.float32(0.5))
 
 
 def test_schema_rejects_extra_point_keys(schema):
-    out = multiple_points(sample(), 0.64, "2021")
+    out = multiple_points(sample(), "2021")
     out["points"][0]["score"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(out, schema)

@@ -1,7 +1,7 @@
 """Parity with the reference pipeline: `midog detect` reproduces the reference container's
 outputs on the reference-vector images. Differences are accepted only for the cases the
 vectors' README lists (threshold edges, near-ties in the NMS order, 1 px truncation), and
-each one met is named in the test output. The bounds are the figures README.md states:
+each one met is named in the test output. The bounds are the figures docs/commands.md states:
 probabilities within PROBABILITY_TOLERANCE, at most MAX_TOLERATED differences over all vectors."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from midog.commands.cli import main
 
 THRESHOLDS = (0.64, 0.4)
 # Largest measured on the CPU: 6.2e-6 (float32 rounding of a channels-last network with
-# BatchNorm folded, against the reference's layout). README.md states both figures.
+# BatchNorm folded, against the reference's layout). docs/commands.md states both figures.
 PROBABILITY_TOLERANCE = 1e-5
 # Measured: 6 swaps of near-tied neighbours in the 2022 lists (4 in A, 1 in B, 1 in C), no
 # other difference; the 2021 outputs are identical.

@@ -268,52 +268,55 @@ def test_find_weights_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     fetched = tmp_path / "home" / "RetinaNetDA.pth"
     fetched.parent.mkdir()
     fetched.write_bytes(b"x")
-    monkeypatch.setattr(process, "published_weights", lambda: fetched)
+    from midog.pipeline import container
+
+    monkeypatch.setattr(container, "published_weights", lambda: fetched)
     model_dir, baked = tmp_path / "model", tmp_path / "baked"
-    assert process.find_weights(None, model_dir, baked)[0] == fetched  # no model folders at all
+    assert container.find_weights(None, model_dir, baked)[0] == fetched  # no model folders at all
     baked.mkdir()
     (baked / "README.md").write_text("not a checkpoint")
-    assert process.find_weights(None, model_dir, baked)[0] == fetched  # a model folder without checkpoint
+    assert container.find_weights(None, model_dir, baked)[0] == fetched  # a model folder without checkpoint
     (baked / "RetinaNetDA.pth").write_bytes(b"x")
-    assert process.find_weights(None, model_dir, baked) == (baked / "RetinaNetDA.pth", f"baked in ({baked}); {model_dir} has no checkpoint")
+    assert container.find_weights(None, model_dir, baked) == (baked / "RetinaNetDA.pth", f"baked in ({baked}); {model_dir} has no checkpoint")
     model_dir.mkdir()
     (model_dir / "a.pth").write_bytes(b"x")
-    path, source = process.find_weights(None, model_dir, baked)
+    path, source = container.find_weights(None, model_dir, baked)
     assert path == model_dir / "a.pth" and "platform's model folder" in source
     (model_dir / "b.pt").write_bytes(b"x")
-    with pytest.raises(process.MidogError, match="several checkpoints"):
-        process.find_weights(None, model_dir, baked)
+    with pytest.raises(container.MidogError, match="several checkpoints"):
+        container.find_weights(None, model_dir, baked)
     (model_dir / "RetinaNetDA.pth").write_bytes(b"x")
-    assert process.find_weights(None, model_dir, baked)[0] == model_dir / "RetinaNetDA.pth"
+    assert container.find_weights(None, model_dir, baked)[0] == model_dir / "RetinaNetDA.pth"
     explicit = tmp_path / "explicit.pth"
     explicit.write_bytes(b"x")
-    assert process.find_weights(explicit, model_dir, baked) == (explicit, "--weights")
-    with pytest.raises(process.MidogError, match="not found"):
-        process.find_weights(tmp_path / "missing.pth", model_dir, baked)
+    assert container.find_weights(explicit, model_dir, baked) == (explicit, "--weights")
+    with pytest.raises(container.MidogError, match="not found"):
+        container.find_weights(tmp_path / "missing.pth", model_dir, baked)
     fetched.unlink()
-    with pytest.raises(process.MidogError, match="no weights"):
-        process.find_weights(None, tmp_path / "nothing", tmp_path / "nothing-baked")
+    with pytest.raises(container.MidogError, match="no weights"):
+        container.find_weights(None, tmp_path / "nothing", tmp_path / "nothing-baked")
 
 
 def test_model_manifest_gives_the_operating_point_when_its_hash_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from midog.detector.weights import git_blob_sha1
+    from midog.pipeline.run import manifest_threshold
 
     weights = tmp_path / "RetinaNetDA.pth"
     weights.write_bytes(b"weights")
     manifest = tmp_path / "manifest.json"
-    assert process.manifest_threshold(weights) is None  # no manifest
+    assert manifest_threshold(weights) is None  # no manifest
     entry = {"name": "weights", "dest": "RetinaNetDA.pth", "url": "https://example.org/w", "blob": git_blob_sha1(weights)}
     manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [entry]}))
-    assert process.manifest_threshold(weights) == 0.7
+    assert manifest_threshold(weights) == 0.7
     manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [{**entry, "blob": "0" * 40}]}))
-    assert process.manifest_threshold(weights) is None
+    assert manifest_threshold(weights) is None
     assert "ignoring" in capsys.readouterr().err
     manifest.write_text(json.dumps({"operating_point": 0.7, "artefacts": [{**entry, "dest": "RetinaNetDA.pth"}]}))
     other = tmp_path / "trained.pt"
     other.write_bytes(b"other weights")
-    assert process.manifest_threshold(other) is None  # not listed: its own operating point applies
+    assert manifest_threshold(other) is None  # not listed: its own operating point applies
     manifest.write_text(json.dumps({"operating_point": "high", "artefacts": [entry]}))
-    assert process.manifest_threshold(weights) is None
+    assert manifest_threshold(weights) is None
     # The project's own model/manifest.json describes the published weights at 0.64.
     ours = json.loads((ROOT / "model" / "manifest.json").read_text())
     assert ours["operating_point"] == 0.64 and ours["artefacts"][0]["dest"] == "RetinaNetDA.pth"
@@ -390,3 +393,32 @@ def test_entry_point_runs_as_module(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "process", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--input" in proc.stdout and "/opt/ml/model" in proc.stdout
+
+
+def test_detect_and_process_use_the_same_operating_point(tmp_path: Path, vectors_dir: Path, vector_weights: Path) -> None:
+    """The same weights with a manifest beside them: `midog detect` and process.py settle the
+    same run (midog.pipeline.run), so the manifest's operating point applies through both doors."""
+    from midog.commands.cli import main as midog_main
+    from midog.detector.weights import git_blob_sha1
+    from midog.pipeline.run import settle_run
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    weights = model_dir / "RetinaNetDA.pth"
+    shutil.copy(vector_weights, weights)
+    entry = {"name": "weights", "dest": "RetinaNetDA.pth", "url": "https://example.org/w", "blob": git_blob_sha1(weights)}
+    (model_dir / "manifest.json").write_text(json.dumps({"operating_point": 0.97, "artefacts": [entry]}))
+    run = settle_run(weights)
+    assert (run.threshold, run.threshold_from) == (0.97, str(model_dir / "manifest.json"))
+    assert settle_run(weights, threshold=0.5).threshold == 0.5  # given beats the manifest
+    input_dir, output_dir = tmp_path / "in", tmp_path / "out"
+    input_dir.mkdir()
+    shutil.copy(vectors_dir / f"{SMALL}.tiff", input_dir)
+    assert process.main(["--input", str(input_dir), "--output", str(output_dir), "--model-dir", str(model_dir), "--device", "cpu"]) == 0
+    detected = tmp_path / "detect.json"
+    assert midog_main(["detect", str(input_dir / f"{SMALL}.tiff"), "--weights", str(weights), "-o", str(detected), "--device", "cpu", "-q"]) == 0
+    ours = json.loads(detected.read_text())
+    assert ours == json.loads((output_dir / process.RESULT_FILE).read_text())
+    assert json.loads(detected.with_suffix(".midog.json").read_text())["threshold"] == 0.97
+    candidates = json.loads(expected(vectors_dir, SMALL, "2022"))["points"]
+    assert [p["point"] for p in ours["points"]] == [p["point"] for p in candidates if p["probability"] > 0.97] != []

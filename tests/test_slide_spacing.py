@@ -9,7 +9,8 @@ import pytest
 import tifffile
 
 from midog.errors import ImageError
-from midog.slides.readers import OpenSlideSlide, TiffSlide, open_slide
+from midog.slides.readers import TiffSlide, open_slide
+from midog.slides.wsi import OpenSlideSlide
 
 WIDTH, HEIGHT = 1024, 768
 

@@ -14,9 +14,10 @@ import pytest
 from conftest import VECTOR_NAMES
 
 import midog.slides.readers
-from midog.pipeline.image import Detector
-from midog.detector.detections import multiple_points
-from midog.slides.readers import OpenSlideSlide, TiffSlide, open_slide
+from midog.detector import Detector
+from midog.results.challenge import multiple_points
+from midog.slides.readers import TiffSlide, open_slide
+from midog.slides.wsi import OpenSlideSlide
 from midog.synth import make_slide
 
 
@@ -35,11 +36,11 @@ def test_tiff_regions_equal_simpleitk_pixels(name, vectors_dir):
 
 def test_streamed_detections_equal_whole_image_detections(vectors_dir, vector_weights, monkeypatch):
     path = vectors_dir / "synthA_1400x1000.tiff"
-    streamed = Detector(vector_weights, "cpu", workers=2).detect(path)
+    streamed = Detector.from_weights(vector_weights, "cpu", workers=2).detect(path)
     monkeypatch.setattr(midog.slides.readers, "_is_tiff", lambda p: False)  # force SimpleITK, whole image
     with open_slide(path) as slide:
-        assert isinstance(slide, midog.slides.readers.ArraySlide)
-    whole = Detector(vector_weights, "cpu", workers=0).detect(path)
+        assert isinstance(slide, midog.slides.slide.ArraySlide)
+    whole = Detector.from_weights(vector_weights, "cpu", workers=0).detect(path)
     assert np.array_equal(streamed.boxes, whole.boxes) and np.array_equal(streamed.scores, whole.scores)
 
 
@@ -53,7 +54,7 @@ def big_slide(tmp_path_factory):
 
 def test_tissue_detection_keeps_tissue_tiles_only(big_slide, random_weights):
     path, [(rx, ry, rs)] = big_slide
-    detector = Detector(random_weights, "cpu")
+    detector = Detector.from_weights(random_weights, "cpu")
     with open_slide(path) as slide:
         assert slide.is_whole_slide
         kept, skipped = detector.tiles_to_run(slide, None)
@@ -66,9 +67,9 @@ def test_tissue_detection_keeps_tissue_tiles_only(big_slide, random_weights):
 
 def test_openslide_reads_the_same_slide(big_slide):
     path, [(rx, ry, _)] = big_slide
-    with TiffSlide(path, None) as a, OpenSlideSlide(path, None) as b:
+    with TiffSlide(path) as a, OpenSlideSlide(path) as b:
         assert (a.width, a.height) == (b.width, b.height)
-        assert a.spacing_mm == pytest.approx(b.spacing_mm, rel=1e-9)
+        assert a.file_spacing().spacing_mm == pytest.approx(b.file_spacing().spacing_mm, rel=1e-9)
         ra, rb = a.read_region(rx, ry, 300, 200).astype(int), b.read_region(rx, ry, 300, 200).astype(int)
         assert np.abs(ra - rb).max() <= 2  # two JPEG decoders may round differently
 
@@ -77,11 +78,11 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys
     import numpy as np
-    from midog.pipeline.image import Detector
-    from midog.detector.detections import multiple_points
+    from midog.detector import Detector
+    from midog.results.challenge import multiple_points
 
     slide, weights, slide_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    detector = Detector(weights, "cpu")
+    detector = Detector.from_weights(weights, "cpu")
     vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
     cap = vm + 1024**3  # 1 GiB above what the loaded model uses: less than the slide
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -90,7 +91,7 @@ CHILD = textwrap.dedent(
         raise SystemExit("the cap does not bite: the whole slide would fit")
     except MemoryError:
         pass
-    print(json.dumps(multiple_points(detector.detect(slide), detector.threshold, "2022")))
+    print(json.dumps(multiple_points(detector.detect(slide), "2022")))
     """
 )
 
@@ -105,6 +106,6 @@ def test_slide_bigger_than_memory_cap_gives_same_points(big_slide, vector_weight
     )
     assert run.returncode == 0, run.stderr[-2000:]
     capped = json.loads(run.stdout)
-    detector = Detector(vector_weights, "cpu")
-    free = json.loads(json.dumps(multiple_points(detector.detect(path), detector.threshold, "2022")))
+    detector = Detector.from_weights(vector_weights, "cpu")
+    free = json.loads(json.dumps(multiple_points(detector.detect(path), "2022")))
     assert capped == free and len(free["points"]) > 0

@@ -241,3 +241,26 @@ def test_cli(tmp_path, capsys):
     assert [(im["width"], im["height"]) for im in doc["images"]] == [(160, 128)] * 4
     with pytest.raises(SystemExit):
         main(["synth", str(tmp_path / "d"), "--size", "big"])
+
+
+def test_synth_slide_writes_a_pyramidal_whole_slide_image(tmp_path, capsys):
+    import tifffile
+
+    from midog.commands.cli import main
+    from midog.slides.readers import open_slide
+
+    assert main(["synth", str(tmp_path), "--slide", "3000x2100", "--regions", "2", "--seed", "1"]) == 0
+    path = tmp_path / "slide.tiff"
+    assert "2 tissue regions" in capsys.readouterr().out
+    with tifffile.TiffFile(path) as tif:
+        pages = list(tif.pages)
+        assert len(pages) == 2 and all(p.is_tiled and p.compression == tifffile.COMPRESSION.JPEG for p in pages)
+        assert (pages[1].imagewidth, pages[1].imagelength) == (750, 525)  # level 1: down by 4
+    with open_slide(path) as slide:
+        assert (slide.width, slide.height) == (3000, 2100) and slide.is_whole_slide
+        thumb, _ = slide.thumbnail(512)
+        glass = (thumb.min(axis=2) > 230).mean()
+        assert 0.3 < glass < 0.95, glass  # tissue regions on glass
+    first = path.read_bytes()
+    assert main(["synth", str(tmp_path), "--slide", "3000x2100", "--regions", "2", "--seed", "1"]) == 0
+    assert path.read_bytes() == first  # same arguments, same bytes

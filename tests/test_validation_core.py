@@ -28,12 +28,13 @@ def synthetic_record(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Path) -> None:
     from midog.commands.detect import run_detect
-    from midog.pipeline.image import DetectOptions, Detector
+    from midog.detector import Detector
+    from midog.pipeline.run import settle_run
     from midog.network.retinanet import load_model
     from midog.training.validate import evaluate_images, predict_image, validation_detector
 
     target = tmp_path / "out.json"
-    assert run_detect([synthetic_record.path], DEMO, target, DetectOptions(device="cpu"), progress=False) == 0
+    assert run_detect([synthetic_record.path], settle_run(DEMO, device="cpu"), target, progress=False) == 0
     written = np.asarray([p["point"] for p in json.loads(target.read_text())["points"]], np.float64)
     assert len(written) > 0, "the demo weights find nothing on this image: the comparison would be empty"
 
@@ -42,9 +43,9 @@ def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Pa
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     found = predict_image(validation_detector(model), synthetic_record, min_score=0.05)
-    threshold = Detector(DEMO, "cpu").threshold  # the operating point `midog detect` used
-    above = found.above(threshold)
-    ours = np.column_stack([above.points_mm(), np.zeros(len(above))])
+    threshold = Detector.from_weights(DEMO, "cpu").threshold  # the operating point `midog detect` used
+    above = found.at_threshold(threshold).mitotic_figures()
+    ours = np.column_stack([above.xy_mm, np.zeros(len(above))])
     assert len(found) > len(above), "validation must also see candidates below the operating point"
     np.testing.assert_array_equal(ours, written)
 
@@ -58,23 +59,37 @@ def test_validation_candidates_equal_midog_detect(synthetic_record, tmp_path: Pa
     assert 0.0 <= metrics.aucpr <= 1.0 and 0.05 <= metrics.threshold < 1.0
 
 
-def test_validation_restores_backend_flags() -> None:
-    from midog.training.validate import training_backend_kept
-
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    with training_backend_kept():
-        torch.backends.cudnn.allow_tf32 = not saved[0]
-        torch.backends.cudnn.benchmark = not saved[1]
-    assert (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) == saved
+def gpu_flags() -> tuple[bool, bool, bool]:
+    b = torch.backends
+    return b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.benchmark
 
 
-def test_from_model_keeps_the_model_and_folds_a_copy() -> None:
-    from midog.pipeline.image import Detector
+def test_detector_scopes_gpu_flags_to_its_own_forward() -> None:
+    from midog.detector import Detector
     from midog.network.retinanet import load_model
 
     model, meta = load_model(DEMO, "cpu")
-    det = Detector.from_model(model, meta=meta)
+    saved = (True, True, False)  # a training run's own choice: TF32 on, no autotuner
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        det = Detector(model, meta=meta)
+        assert gpu_flags() == saved, "building a Detector must not change process-wide flags"
+        det.device = torch.device("cuda")  # the flags are plain settings: checkable without a GPU
+        with det._precision():
+            assert gpu_flags() == (False, False, True)  # exact float32 and the autotuner, for its forward
+        assert gpu_flags() == saved
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def test_detector_keeps_the_model_and_folds_a_copy() -> None:
+    from midog.detector import Detector
+    from midog.network.retinanet import load_model
+
+    model, meta = load_model(DEMO, "cpu")
+    det = Detector(model, meta=meta)
     assert det.model is not model
     assert isinstance(model.encoder[1], torch.nn.BatchNorm2d)  # the original keeps its BatchNorm
     assert isinstance(det.model.encoder[1], torch.nn.Identity)  # the copy has it folded
-    assert det.threshold == Detector(DEMO, "cpu").threshold  # the checkpoint's operating point
+    assert det.threshold == Detector.from_weights(DEMO, "cpu").threshold  # the checkpoint's operating point

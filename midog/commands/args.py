@@ -8,19 +8,18 @@ import argparse
 import dataclasses
 import types
 import typing
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..config.fields import option, option_dest
 from ..config.checks import check_mpp, check_positive, check_positive_int, check_probability
 from ..errors import MidogError
-from ..pipeline.image import DetectOptions
+from ..pipeline.run import RunSettings, settle_run
 from ..results.count import DEFAULT_AREA_MM2, CountOptions, field_area_mm2
 from ..results.exports import FORMATS, QUPATH_BOUNDS, QUPATH_OBJECTS
 from ..results.hotspot import SHAPES
 from ..results.writers import REVIEW_FOLDER, Extras
-from ..slides.limits import DEFAULT_LIMITS, Limits
+from ..slides.limits import DEFAULT_LIMITS
 
 
 def arg_type(check: Callable[[Any], Any], name: str) -> Callable[[str], Any]:
@@ -46,16 +45,18 @@ def add_detection_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that runs the detector on images (`midog detect`,
     `midog batch`): weights, operating point, spacing, device, style, modes, extras, limits."""
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the published weights fetched by `midog fetch`)")
-    p.add_argument("--threshold", type=probability, default=None, help="operating point in [0, 1] (default: the checkpoint's, else 0.64)")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help="operating point in [0, 1] (default: MIDOG_THRESHOLD, else the operating point of a manifest.json beside the weights, "
+                   "else the checkpoint's, else 0.64)")
     p.add_argument("--mpp", type=mpp, default=None, help="micrometres per pixel, overriding or replacing the file's resolution")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument("--device", default=None, help="auto (CUDA when available), cpu or cuda[:N] (default: MIDOG_DEVICE, else auto)")
     p.add_argument("--style", choices=["2021", "2022"], default="2021", help="2021: points above threshold; 2022: all candidates with probability and name")
     p.add_argument("--fast", action="store_true", help="channels-last + bfloat16/float16 autocast: faster, scores differ slightly from the reference")
     p.add_argument("--batch-size", type=positive_int, default=None, help="tiles per batch (default on CPU: 4, or 10 with --fast; on GPU: by free memory)")
     tissue = p.add_mutually_exclusive_group()
     tissue.add_argument("--tissue-only", dest="tissue_only", action="store_true", default=None, help="skip background tiles (default for whole-slide images)")
     tissue.add_argument("--all-tiles", dest="tissue_only", action="store_false", help="run every tile (default for region TIFFs)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (--quiet hides them too)")
     add_extras_args(p)
     add_limit_args(p)
 
@@ -64,21 +65,19 @@ def add_limit_args(p: argparse.ArgumentParser) -> None:
     """The per-image limits and time budget, for every command that runs the detector."""
     L = DEFAULT_LIMITS
     g = p.add_argument_group("limits (an image beyond them is refused, the others still run)")
-    g.add_argument("--max-megapixels", type=positive, default=L.max_megapixels, help=f"image size (default {L.max_megapixels:g})")
-    g.add_argument("--max-chunk-mb", type=positive, default=L.max_chunk_mb, help=f"one decoded TIFF tile or strip (default {L.max_chunk_mb:g})")
-    g.add_argument("--max-memory-mb", type=positive, default=L.max_memory_mb, help=f"an image decoded whole, e.g. PNG (default {L.max_memory_mb:g})")
-    g.add_argument("--time-budget", type=positive, default=None, metavar="SECONDS", help="stop an image after this long; it becomes that image's error (default: none)")
+    g.add_argument("--max-megapixels", type=positive, default=None, help=f"image size (default: MIDOG_MAX_MEGAPIXELS, else {L.max_megapixels:g})")
+    g.add_argument("--max-chunk-mb", type=positive, default=None, help=f"one decoded TIFF tile or strip (default: MIDOG_MAX_CHUNK_MB, else {L.max_chunk_mb:g})")
+    g.add_argument("--max-memory-mb", type=positive, default=None, help=f"an image decoded whole, e.g. PNG (default: MIDOG_MAX_MEMORY_MB, else {L.max_memory_mb:g})")
+    g.add_argument("--time-budget", type=positive, default=None, metavar="SECONDS",
+                   help="stop an image after this long; it becomes that image's error (default: MIDOG_TIME_BUDGET, else none)")
 
 
-def limits_from_args(args: argparse.Namespace) -> Limits:
-    return replace(DEFAULT_LIMITS, max_megapixels=args.max_megapixels, max_chunk_mb=args.max_chunk_mb, max_memory_mb=args.max_memory_mb)
-
-
-def detect_options(a: argparse.Namespace) -> DetectOptions:
-    """The `DetectOptions` that `add_detection_args`' flags describe."""
-    return DetectOptions(
-        a.threshold, a.mpp, a.device, a.style, a.fast, a.batch_size, a.tissue_only, getattr(a, "compile", False),
-        extras_from_args(a), limits_from_args(a), a.time_budget,
+def run_settings(a: argparse.Namespace, weights: Path) -> RunSettings:
+    """The run that `add_detection_args`' flags describe, settled (pipeline.run's order)."""
+    return settle_run(
+        weights, threshold=a.threshold, mpp=a.mpp, device=a.device, style=a.style, fast=a.fast, batch_size=a.batch_size,
+        tissue_only=a.tissue_only, compile=getattr(a, "compile", False), extras=extras_from_args(a),
+        max_megapixels=a.max_megapixels, max_chunk_mb=a.max_chunk_mb, max_memory_mb=a.max_memory_mb, time_budget=a.time_budget,
     )
 
 
@@ -87,7 +86,8 @@ def add_extras_args(p: argparse.ArgumentParser) -> None:
     --review for `midog detect` and `midog batch`."""
     group = p.add_argument_group("exports, count and review (written beside each JSON output)")
     group.add_argument("--export", action="append", choices=list(FORMATS), default=[],
-                       help="also write <stem>.geojson (QuPath), .points.tsv (QuPath's Counting tool), .xml (ASAP) or .csv; repeatable")
+                       help="also write <stem>.geojson (QuPath), .points.tsv (QuPath's Counting tool), .xml (ASAP), .csv, "
+                       "or .dcm (dicom-ann: DICOM annotations, for DICOM slides); repeatable")
     add_qupath_args(group)  # type: ignore[arg-type]
     group.add_argument("--count", action="store_true", help="also write <stem>.count.json: mitotic count, per mm², hotspot, score")
     group.add_argument("--overlay", action="store_true", help="with --count: also draw <stem>.overlay.png")
@@ -133,7 +133,8 @@ def count_options(args: argparse.Namespace) -> CountOptions:
         area = DEFAULT_AREA_MM2 if args.area_mm2 is None else args.area_mm2
     if not area > 0:
         raise MidogError(f"--area-mm2 must be positive, not {area:g}")
-    return CountOptions(area, args.shape, args.heatmap)
+    fields = (args.fields, args.field_diameter_mm) if args.field_diameter_mm is not None else (None, None)
+    return CountOptions(area, args.shape, args.heatmap, *fields)
 
 
 def add_result_parser(

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..detector.weights import published_weights
-from ..pipeline.batch import run_batch
-from .args import add_detection_args, detect_options, positive, positive_int
+from ..pipeline.batch import require_ray, run_batch
+from .args import add_detection_args, positive, positive_int, run_settings
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -41,9 +41,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="with a local Ray: start Ray's dashboard, on 127.0.0.1 only (default: off; a local Ray listens on 127.0.0.1 only)",
     )
     add_detection_args(p)
-    p.set_defaults(
-        run=lambda a: run_batch(
-            a.inputs, a.output, a.weights or published_weights(), detect_options(a), a.workers, a.address, a.gpus_per_worker,
-            a.cpus_per_worker, a.force, a.progress, a.dashboard,
-        )
-    )
+    p.set_defaults(run=_run)
+
+
+def _run(a: argparse.Namespace) -> int:
+    require_ray()  # before the run is settled: without Ray, nothing else matters
+    run = run_settings(a, a.weights or published_weights())
+    return run_batch(a.inputs, a.output, run, a.workers, a.address, a.gpus_per_worker, a.cpus_per_worker, a.force, a.progress, a.dashboard)

@@ -88,6 +88,7 @@ COMMAND_MODULES = [
     "midog.commands.export",
     "midog.commands.count",
     "midog.commands.review",
+    "midog.commands.labels",
     "midog.commands.experiment",
     "midog.commands.calibrate",
     "midog.commands.adapt",
@@ -108,8 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_progress(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--quiet hides every progress bar, whichever option the command names them by
+    (--no-progress, or a config's `progress` field)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[args.command]._actions:
+        if action.dest == "progress" or action.dest.endswith(".progress"):
+            setattr(args, action.dest, False)
+        elif action.dest == "no_progress":
+            args.no_progress = True
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        quiet_progress(parser, args)
     setup_logging(bool(getattr(args, "verbose", False)), bool(getattr(args, "quiet", False)), bool(getattr(args, "debug", False)))
     try:
         with signals_interrupt():

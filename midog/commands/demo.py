@@ -37,14 +37,16 @@ def _log_flags() -> list[str]:
 
 def run_published(output: Path, device: str) -> bool:
     """Detect on 007.tiff with the published weights; True when both styles match exactly."""
-    from ..pipeline.image import Detector
-    from ..results.output import write_json_atomic
+    from ..atomic import write_json_atomic
+    from ..detector import Detector
+    from ..results.challenge import min_score_for, multiple_points
 
-    detector = Detector(published_weights(), device)
+    detector = Detector.from_weights(published_weights(), device)
     image = artefact_file("test/007.tiff")
     all_equal = True
     for style, expected_file in (("2021", "expected_output.json"), ("2022", "expected_output_2022.json")):
-        result = detector.points_json(image, style)
+        found = detector.detect(image, min_score=min_score_for(style, detector.threshold, detector.candidate_threshold))
+        result = multiple_points(found, style)
         target = write_json_atomic(output / f"007.{style}.json", result)
         expected = json.loads(artefact_file(f"test/{expected_file}").read_text())
         equal = result == expected
@@ -92,7 +94,7 @@ def run_demo(output: Path, device: str = "auto", offline: bool = False, require_
     try:
         if offline:
             raise MidogError("--offline given: not fetching the published artefacts")
-        fetch_all(progress=True)
+        fetch_all(progress=_log_flags() != ["--quiet"])
     except MidogError as exc:
         log.warning("midog demo: could not get the published reference artefacts: %s", exc)
         if require_published:

@@ -7,35 +7,26 @@ import sys
 from pathlib import Path
 
 from ..detector.weights import published_weights
-from ..errors import UsageError
 from ..results.sidecar import sidecar_path
 from ..atomic import remove_stale_temp
-from ..pipeline.image import DetectOptions, check_writable, detect_or_error, output_paths
-from .args import add_detection_args, detect_options
+from ..pipeline.image import check_writable, detect_or_error, output_paths
+from ..pipeline.run import RunSettings
+from .args import add_detection_args, run_settings
 
 
-def run_detect(
-    images: list[Path],
-    weights: Path,
-    output: str | Path | None = None,
-    options: DetectOptions = DetectOptions(),
-    progress: bool = True,
-    debug: bool = False,
-) -> int:
+def run_detect(images: list[Path], run: RunSettings, output: str | Path | None = None, progress: bool = True, debug: bool = False) -> int:
     """Detect on every image; a bad image is reported and skipped, never losing the others.
-    Options and outputs are checked before any work (UsageError, exit 2)."""
+    Settings (checked as they were settled) and outputs are checked before any work
+    (UsageError, exit 2)."""
     from tqdm import tqdm
 
-    options.check()
-    if not weights.is_file():
-        raise UsageError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
     targets = output_paths(images, output)
     check_writable(targets)
     remove_stale_temp([*targets, *map(sidecar_path, targets)])  # what a killed run left beside them
-    detector = options.detector(weights)
+    detector = run.detector()
     failures = 0
     for image, target in tqdm(list(zip(images, targets)), desc="images", unit="image", disable=not progress or len(images) < 2):
-        summary, error, _ = detect_or_error(detector, image, target, progress=progress, debug=debug, **options.per_image())
+        summary, error, _, _ = detect_or_error(detector, image, target, run, progress=progress, debug=debug)
         if error is not None:
             failures += 1
             tqdm.write(f"midog detect: error: {error}", file=sys.stderr)
@@ -56,7 +47,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network: faster on large images after ~10 s of start-up; needs a C++ compiler")
     add_detection_args(p)
     p.set_defaults(
-        run=lambda a: run_detect(
-            a.images, a.weights or published_weights(), a.output, detect_options(a), a.progress, debug=getattr(a, "debug", False)
-        )
+        run=lambda a: run_detect(a.images, run_settings(a, a.weights or published_weights()), a.output, a.progress, debug=getattr(a, "debug", False))
     )

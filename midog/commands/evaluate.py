@@ -48,7 +48,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.io import image_stem, read_domains, read_ground_truth, read_predictions
-    from ..evaluation.report import evaluate, write_outputs
+    from ..evaluation.report import write_outputs
+    from ..evaluation.tables import evaluate
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise MidogError(f"--threshold must lie in [0, 1], got {args.threshold}")

@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    from ..config import REFERENCE
     from ..results.review_tiles import FORMATS
     from .args import add_count_args
 
@@ -24,6 +25,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for the pages")
     p.add_argument("--mpp", type=float, default=None, help="micrometres per pixel, overriding the images' spacing or standing in for it")
     p.add_argument("--threshold", type=float, default=None, help="where the threshold slider starts (default: the detector's operating point)")
+    p.add_argument("--review-floor", type=float, default=None, metavar="P",
+                   help="candidates offered for review (j/k): those with a probability of at least P, best first "
+                   f"(default: the detector's candidate threshold, {REFERENCE.candidate_threshold:g})")
     p.add_argument("--gallery", type=int, default=200, metavar="N", help="crops of the N best-scoring candidates (default 200)")
     p.add_argument("--tile-format", choices=list(FORMATS), default="jpeg", help="format of the slide's tiles (default jpeg)")
     add_count_args(p)  # the hotspot of `midog count` (--heatmap has no use here)
@@ -39,7 +43,10 @@ def _run_review(args: argparse.Namespace) -> int:
         raise UsageError("--gallery must be 0 or more")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise UsageError(f"--threshold must lie in [0, 1], not {args.threshold:g}")
-    options = ReviewOptions(count_options(args), args.tile_format, args.gallery, args.threshold, progress=not getattr(args, "quiet", False))
+    if args.review_floor is not None and not 0 <= args.review_floor <= 1:
+        raise UsageError(f"--review-floor must lie in [0, 1], not {args.review_floor:g}")
+    options = ReviewOptions(count_options(args), args.tile_format, args.gallery, args.threshold, progress=not getattr(args, "quiet", False),
+                            review_floor=args.review_floor)
     entries = []
     for entry in review_all(args.results, args.images, args.output, args.mpp, options):
         entries.append(entry)
@@ -48,7 +55,7 @@ def _run_review(args: argparse.Namespace) -> int:
         if entry.error:
             log.error("midog review: error: %s", entry.error)
         else:
-            print(f"{entry.name}: {entry.figures} mitotic figures, hotspot {entry.hotspot}, score {entry.score} -> {args.output / entry.page}")
+            print(f"{entry.name}: {entry.figures} mitotic figures, hotspot {entry.hotspot}, score {entry.score} -> {args.output / (entry.name + '.html')}")
     index = write_index(entries, args.output)
     failed = sum(e.error is not None for e in entries)
     print(f"{len(entries) - failed} of {len(entries)} slides reviewed -> {index}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import MidogError
 from ..synth.dataset import make_dataset
 from ..synth.profiles import DEFAULT_PROFILES, SCANNER_SETS
 
@@ -32,7 +33,8 @@ def add_cli(subparsers: Any) -> None:
         description=(
             "Write synthetic H&E-like TIFFs from four synthetic scanners plus MIDOG.json, "
             "unlabeled_annotations.json (last scanner), ground_truth.json, domains.json "
-            "and scanners.json. Same arguments give byte-identical files."
+            "and scanners.json; or, with --slide, one whole-slide image. Same arguments give "
+            "byte-identical files."
         ),
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created if missing)")
@@ -58,12 +60,41 @@ def add_cli(subparsers: Any) -> None:
         "data) or midog2021 (modelled on the MIDOG 2021 scanners, plus two unseen test scanners that are "
         "never in MIDOG.json; docs/synthetic-scanners.md)",
     )
+    p.add_argument(
+        "--slide", type=_parse_size, default=None, metavar="WxH",
+        help="instead of a data set: OUT_DIR/slide.tiff, a pyramidal JPEG-tiled whole-slide image of W x H px "
+        "(glass with square regions of synthetic tissue; levels down by 4), for trying the slide features",
+    )
+    p.add_argument("--regions", type=int, default=4, metavar="N", help="with --slide: tissue regions on the glass (default 4)")
     p.set_defaults(run=_run)
+
+
+def _run_slide(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..synth.slide import make_slide
+
+    width, height = args.slide
+    if args.regions < 1:
+        raise MidogError(f"--regions must be at least 1, not {args.regions}")
+    # Regions a third of the short side, at most 2048 px; levels down to about 512 px.
+    region = max(64, min(2048, min(width, height) // 3))
+    levels = 1
+    while max(width, height) / 4**levels >= 512 and levels < 8:
+        levels += 1
+    target = Path(args.out_dir) / "slide.tiff"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    regions = make_slide(target, width, height, seed=args.seed, n_regions=args.regions, region_size=region, levels=levels)
+    print(f"wrote {target}: {width} x {height} px, {levels} levels, {len(regions)} tissue regions of {region} px at "
+          + ", ".join(f"({x}, {y})" for x, y, _ in regions))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import time
 
+    if args.slide is not None:
+        return _run_slide(args)
     t0 = time.perf_counter()
     summary = make_dataset(
         args.out_dir,

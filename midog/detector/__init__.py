@@ -1,11 +1,11 @@
 """The inference core: a loaded network with the reference's tiling, normalisation and both
-NMS stages (`Detector`), the `Detections` it returns and their challenge JSON, the device
-it runs on and where its weights come from."""
+NMS stages (`Detector`), the `Detections` it returns, the device it runs on and where its
+weights come from. How detections are written (the challenge JSON among them) is `results/`'s."""
 
 from __future__ import annotations
 
 from .core import Detector
-from .detections import MITOTIC, NON_MITOTIC, STYLES, Detections, Thumbnail
+from .detections import MITOTIC, NON_MITOTIC, Detections, Thumbnail
 from .weights import published_weights
 
-__all__ = ["Detections", "Detector", "MITOTIC", "NON_MITOTIC", "STYLES", "Thumbnail", "published_weights"]
+__all__ = ["Detections", "Detector", "MITOTIC", "NON_MITOTIC", "Thumbnail", "published_weights"]

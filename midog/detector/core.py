@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -17,125 +17,62 @@ import numpy as np
 from ..config import REFERENCE, DetectorConfig
 from .detections import Detections, Thumbnail
 from .device import auto_batch_size, bf16_supported, pick_device
+from .feed import gpu_batches, prefetch_batches
 from ..errors import TimeBudgetError
+from ..slides.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     import torch
 
-    from ..slides.readers import Slide
-
-
-def prefetch_batches(
-    slide: "Slide", origins: list[tuple[int, int]], batch_size: int, config: DetectorConfig, workers: int, pin: bool
-) -> Iterator[tuple[list[tuple[int, int]], "torch.Tensor"]]:
-    """Yield (origins, uint8 tiles) batches in order while worker threads decode the next ones.
-
-    At most workers + 1 batches are in flight, so memory is flat whatever the slide size.
-    Decoders (zlib, JPEG, openslide) release the GIL, so threads overlap with the model.
-    """
-    import torch
-
-    from .tiles import read_tile
-
-    def load(chunk: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
-        tiles = torch.from_numpy(np.stack([read_tile(slide, x, y, config) for x, y in chunk]))
-        return chunk, tiles.pin_memory() if pin else tiles
-
-    chunks = iter([origins[i : i + batch_size] for i in range(0, len(origins), batch_size)])
-    if workers <= 0:
-        yield from map(load, chunks)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="tiles") as pool:
-        pending = deque(pool.submit(load, c) for c in islice(chunks, workers + 1))
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(chunks, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield result
+    from ..slides.slide import Slide
 
 
 class Detector:
-    """A loaded network plus the reference's tiling and post-processing.
+    """A loaded network plus the reference's tiling and post-processing: image -> `Detections`.
 
-    `threshold` defaults to the checkpoint's own operating point (its metadata) and else
-    to the reference's 0.64. Exact mode (default) runs the reference network in float32
-    and reproduces its outputs (scores within ~1e-5); `compile` runs it through
-    torch.compile, still in float32; `fast` adds bfloat16 autocast (float16 on GPUs
-    without bfloat16).
+    Built from a network in memory (`Detector(model, ...)`, on the model's own device) or
+    from a weights file (`Detector.from_weights(path, device, ...)`). `threshold` defaults
+    to the checkpoint's own operating point (`meta["threshold"]`) and else to the
+    reference's 0.64; `limits` bound what an image may cost before it is refused. Exact
+    mode (default) runs the reference network in float32 and reproduces its outputs (scores
+    within ~1e-5); `compile` runs it through torch.compile, still in float32; `fast` adds
+    bfloat16 autocast (float16 on GPUs without bfloat16). The model is left as it is: the
+    Detector folds BatchNorm into a copy in eval mode, so a model in training outputs what
+    `midog detect` would output for its weights saved and loaded again.
     """
 
     def __init__(
         self,
-        weights: str | Path,
-        device: str = "auto",
+        model: "torch.nn.Module",
+        *,
+        meta: dict[str, Any] | None = None,
         threshold: float | None = None,
         config: DetectorConfig = REFERENCE,
         fast: bool = False,
         batch_size: int | None = None,
         workers: int | None = None,
         compile: bool = False,
-    ) -> None:
-        from ..network.retinanet import load_model
-
-        torch_device = pick_device(device)
-        model, meta = load_model(weights, torch_device, config)
-        self._setup(model, torch_device, meta, threshold, config, fast, batch_size, workers, compile, source=str(weights))
-
-    @classmethod
-    def from_model(cls, model: "torch.nn.Module", meta: dict[str, Any] | None = None, **options: Any) -> "Detector":
-        """A Detector around a network already in memory (training validation), on the
-        model's own device; `options` are __init__'s threshold, config, fast, batch_size and
-        workers. The model is left as it is: the Detector folds BatchNorm into a copy in eval
-        mode, exactly as it does with weights loaded from a file, so it outputs what
-        `midog detect` would output for those weights saved and loaded again."""
-        unknown = set(options) - {"threshold", "config", "fast", "batch_size", "workers"}
-        if unknown:
-            raise TypeError(f"Detector.from_model() got unexpected options {sorted(unknown)}")
-        detector = cls.__new__(cls)
-        settings = {"threshold": None, "config": REFERENCE, "fast": False, "batch_size": None, "workers": None, **options}
-        detector._setup(model, next(model.parameters()).device, meta or {}, compile=False, source="model", **settings)
-        return detector
-
-    def _setup(
-        self,
-        model: "torch.nn.Module",
-        device: "torch.device",
-        meta: dict[str, Any],
-        threshold: float | None,
-        config: DetectorConfig,
-        fast: bool,
-        batch_size: int | None,
-        workers: int | None,
-        compile: bool,
-        source: str,
+        limits: Limits = DEFAULT_LIMITS,
+        source: str = "model",
     ) -> None:
         import torch
 
         from ..config import with_normalisation
+        from ..config.checks import check_probability, checked
         from ..network.anchors import make_anchors
         from ..network.retinanet import fold_batchnorm
         from .tiles import Normalizer
 
+        meta = meta or {}
         # A checkpoint trained without standardisation records it; everything else keeps `config`.
-        config = with_normalisation(config, meta)
-        self.config = config
-        self.device = device
+        self.config = config = with_normalisation(config, meta)
+        self.device = next(model.parameters()).device
         self.meta = meta
         self.source = source  # the weights file, or "model": results record which weights made them
-        if self.device.type == "cuda":
-            # Exact mode means true float32: no TF32 tensor-core shortcuts.
-            torch.backends.cudnn.allow_tf32 = fast
-            torch.backends.cuda.matmul.allow_tf32 = fast
-            # Every batch has the same shape, so cuDNN's autotuner pays for itself at once.
-            torch.backends.cudnn.benchmark = True
-        from ..config.checks import check_probability, checked
-        from ..slides.readers import DEFAULT_LIMITS
-
-        stored = self.meta.get("threshold", config.threshold)
+        stored = meta.get("threshold", config.threshold)
         # A checkpoint's operating point is data from a file: checked like the option itself.
-        self.threshold = checked(check_probability, stored, f"{source}: stored threshold") if threshold is None else checked(check_probability, threshold, "threshold")
-        self.limits = DEFAULT_LIMITS  # what an image may cost before it is refused (slide.Limits)
+        self.threshold = checked(check_probability, stored, f"{source}: stored threshold") if threshold is None else float(threshold)
+        self.limits = limits  # what an image may cost before it is refused
         self.anchors = make_anchors(config).to(self.device)
         self.normalize = Normalizer(config, self.device)
         self.fast = fast
@@ -152,13 +89,42 @@ class Detector:
                 self.autocast_dtype = torch.float16
         self.batch_size = batch_size or auto_batch_size(self.device, fast, config)
         # Decoding threads: 2 keep the CPU's own model busy; a GPU needs every core decoding.
-        cores = os.cpu_count() or 2
+        cores = usable_cores()
         self.workers = workers if workers is not None else (min(8, cores) if self.device.type == "cuda" else 2)
         self.post_workers = 2
         self._torch = torch
         self.compiled = False
+        # Fast mode on CUDA decodes JPEG-tiled slides on the GPU when a decoder is installed.
+        self.gpu_decode = True
         if compile:
             self.compiled = self._compile()
+
+    @classmethod
+    def from_weights(cls, weights: str | Path, device: str = "auto", **options: Any) -> "Detector":
+        """A Detector for a weights file on `device` (auto: CUDA when usable, else the CPU);
+        `options` are __init__'s (threshold, config, fast, batch_size, workers, compile, limits)."""
+        from ..network.retinanet import load_model
+
+        model, meta = load_model(weights, pick_device(device), options.get("config", REFERENCE))
+        return cls(model, meta=meta, source=str(weights), **options)
+
+    @contextmanager
+    def _precision(self) -> Iterator[None]:
+        """The GPU's float32 settings for this detector's forward only, then put back as they
+        were: a training run (or another detector) in the same process keeps its own."""
+        if self.device.type != "cuda":
+            yield
+            return
+        backends = self._torch.backends
+        saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.benchmark)
+        # Exact mode means true float32: no TF32 tensor-core shortcuts. Every batch has the same
+        # shape, so cuDNN's autotuner pays for itself at once.
+        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = self.fast
+        backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.benchmark = saved
 
     def _compile(self) -> bool:
         """torch.compile with frozen weights (BatchNorm folded, fused kernels): ~1.6x on the
@@ -189,15 +155,17 @@ class Detector:
         return min(self.config.candidate_threshold, self.threshold)
 
     def _forward(self, tiles: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-        """uint8 (B, H, W, 3) tiles on the device -> class logits and box deltas, float32."""
+        """uint8 (B, H, W, 3) tiles on the device, or float32 ones already normalised ->
+        class logits and box deltas, float32."""
         torch = self._torch
         # The compiled graph has one fixed batch size; a short last batch runs eagerly rather
         # than padded (padding 2 tiles to 10 costs 8 tiles' compute).
         model = self.model if not self.compiled or len(tiles) == self.batch_size else self.eager
         # Normalised inside inference mode, as at compile time: tensors made outside it carry
         # another dispatch key, which makes torch.compile recompile (6 s) on the first batch.
-        with torch.inference_mode():
-            batch = self.normalize(tiles)
+        with self._precision(), torch.inference_mode():
+            # float32 tiles were normalised by the readers (`_host_normalizer`).
+            batch = tiles.permute(0, 3, 1, 2) if tiles.dtype == torch.float32 else self.normalize(tiles)
             if self.autocast_dtype is None:
                 return model(batch)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
@@ -223,6 +191,7 @@ class Detector:
     def detect(
         self,
         image: str | Path,
+        *,
         mpp: float | None = None,
         progress: bool = False,
         tissue_only: bool | None = None,
@@ -231,11 +200,12 @@ class Detector:
         thumbnail_side: int | None = None,
     ) -> Detections:
         """Every candidate above `min_score` (default `candidate_threshold`) after both NMS
-        stages, best first.
+        stages, best first. `mpp` overrides the file's spacing (open_slide's rule).
 
         Greedy NMS lets a box suppress only lower-scoring ones, so the points above any
-        score s are the same whatever `min_score` <= s the NMS ran with: the 2021 output
-        asks for the operating point and post-processes several times fewer boxes.
+        score s are the same whatever `min_score` <= s the NMS ran with: an output that lists
+        only the mitotic figures asks for the operating point and post-processes several
+        times fewer boxes.
         `tissue_only` skips background tiles (default: on for whole-slide images only).
         `deadline` (time.monotonic()) stops the image between batches with TimeBudgetError.
         `thumbnail_side`: also keep a thumbnail of at most that many pixels a side in the
@@ -252,42 +222,47 @@ class Detector:
         with open_slide(image, mpp, readers=max(1, self.workers), limits=self.limits) as slide:
             origins, skipped = self.tiles_to_run(slide, tissue_only)
             check_deadline(deadline, image, 0, len(origins))
-            # Run row by row (what strip-organised files decode cheaply), then put the results
-            # back in the reference's column-first order, which fixes how exact score ties break.
+            # Run row by row (neighbouring tiles share stored strips and tiles, decoded once
+            # while cached), then put the results back in the reference's column-first order,
+            # which fixes how exact score ties break.
             rank = {xy: i for i, xy in enumerate(origins)}
-            per_tile: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * len(origins)  # type: ignore[list-item]
+            parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
             pin = self.device.type == "cuda"
             bar = tqdm(total=len(origins), desc=Path(image).name, unit="tile", disable=not progress, leave=False)
             row_major = sorted(origins, key=lambda xy: (xy[1], xy[0]))
 
-            def collect(job: "Future[list]") -> None:
-                results = job.result()
-                for xy, result in results:
-                    per_tile[rank[xy]] = result
-                bar.update(len(results))
+            def collect(job: "Future[tuple]") -> None:
+                part, done = job.result()
+                parts.append(part)
+                bar.update(done)
 
-            # Per-tile NMS runs in threads while the network computes the next batch: on the
-            # CPU it is single-threaded C++ that releases the GIL, on a GPU it waits for the
+            # Post-processing of a batch runs in a thread while the network computes the
+            # next one: on the CPU it is C++ that releases the GIL, on a GPU it waits for the
             # batch to finish there. A bounded number of batches is in flight.
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
-                jobs: deque[Future[list]] = deque()
-                for batch_origins, tiles in prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin):
+                jobs: deque[Future[tuple]] = deque()
+                batches = self._gpu_batches(slide, row_major) or prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin, self._host_normalizer())
+                for batch_origins, tiles in batches:
                     check_deadline(deadline, image, bar.n, len(origins))
                     class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
-                    jobs.append(post.submit(self._tile_results, batch_origins, class_logits, box_deltas, min_score))
+                    ranks = np.array([rank[xy] for xy in batch_origins], np.int64)
+                    jobs.append(post.submit(self._batch_results, np.asarray(batch_origins, np.int64), ranks, class_logits, box_deltas, min_score))
                     while len(jobs) > self.post_workers:
                         collect(jobs.popleft())
                 while jobs:
                     collect(jobs.popleft())
             bar.close()
-            boxes, scores, classes = (list(part) for part in zip(*per_tile)) if per_tile else ([], [], [])
             spacing = slide.spacing_mm
             width, height = slide.width, slide.height
             offset = slide.offset_px
             thumbnail = Thumbnail(*slide.thumbnail(thumbnail_side)) if thumbnail_side else None
-        boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
-        scores_a = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-        classes_a = np.concatenate(classes) if classes else np.zeros(0, np.int64)
+        if parts:
+            ranks_a, boxes_a, scores_a, classes_a = (np.concatenate(column) for column in zip(*parts))
+        else:
+            ranks_a, boxes_a, scores_a, classes_a = np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        # The reference's order: tiles column first, each tile's boxes best first (stable).
+        order = np.argsort(ranks_a, kind="stable")
+        boxes_a, scores_a, classes_a = boxes_a[order], scores_a[order], classes_a[order]
         # Padding beyond a small image's edge is not tissue: drop what was found there.
         cx, cy = (boxes_a[:, 0] + boxes_a[:, 2]) / 2, (boxes_a[:, 1] + boxes_a[:, 3]) / 2
         inside = (cx < width) & (cy < height)
@@ -299,28 +274,42 @@ class Detector:
             image_size=(width, height), offset_px=offset, thumbnail=thumbnail, image=Path(image),
         )
 
-    def _tile_results(
-        self, origins: list[tuple[int, int]], class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float
-    ) -> list[tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-        from ..network.postprocess import tile_boxes
+    def _host_normalizer(self) -> Any:
+        """On the CPU device the readers normalise the tiles they read, in parallel with
+        decoding; a GPU normalises its own, and a compiled network is given the tiles as
+        at compile time (a tensor made outside inference mode would make it recompile)."""
+        return self.normalize if self.device.type == "cpu" and not self.compiled else None
 
-        results = []
-        for (x, y), logits, deltas in zip(origins, class_logits, box_deltas):
-            b, s, c = tile_boxes(logits, deltas, self.anchors, min_score, self.config)
-            results.append(((x, y), (b.numpy() + np.array([x, y, x, y]), s.numpy(), c.numpy())))
-        return results
+    def _gpu_batches(self, slide: "Slide", origins: list[tuple[int, int]]) -> Iterator[tuple[list[tuple[int, int]], "torch.Tensor"]] | None:
+        """Batches decoded and assembled on the GPU (slides.gpu_jpeg), for JPEG-tiled TIFFs in
+        fast mode on CUDA with a GPU JPEG decoder; None otherwise, and the CPU reads. Exact
+        mode never decodes on the GPU: JPEG decoders may round the IDCT differently."""
+        if not (self.fast and self.gpu_decode and self.device.type == "cuda" and hasattr(slide, "gpu_jpeg_tiles")):
+            return None
+        reader = slide.gpu_jpeg_tiles(self.device)
+        if reader is None:
+            return None
+        return gpu_batches(reader, origins, self.batch_size, self.config)
 
-    def points_json(
-        self, image: str | Path, style: str = "2021", mpp: float | None = None, progress: bool = False, tissue_only: bool | None = None,
-        deadline: float | None = None,
-    ) -> dict[str, Any]:
-        detections = self.detect(image, mpp, progress, tissue_only, self.min_score_for(style), deadline=deadline)
-        return detections.to_json(style)
+    def _batch_results(
+        self, origins: np.ndarray, ranks: np.ndarray, class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]:
+        """A batch's kept boxes in image pixels, with each box's tile rank; and the tile count."""
+        from ..network.postprocess import batch_tile_boxes
 
-    def min_score_for(self, style: str) -> float:
-        """Candidates an output style needs: the 2021 file lists only points above the
-        operating point, so less need be post-processed; the 2022 file lists candidates."""
-        return self.threshold if style == "2021" else self.candidate_threshold
+        kept = batch_tile_boxes(class_logits, box_deltas, self.anchors, min_score, self.config)
+        xy = origins[kept.tile]
+        boxes = kept.boxes + np.concatenate([xy, xy], 1)
+        return (ranks[kept.tile], boxes, kept.scores, kept.classes), len(origins)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's --cpuset-cpus, a
+    taskset), not the machine's count, which would start threads for cores it cannot use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 2
 
 
 def check_deadline(deadline: float | None, image: str | Path, done: int, total: int) -> None:

@@ -1,28 +1,26 @@
-"""The result of detection on one image, and the challenge's "Multiple points" JSON of it.
+"""The result of detection on one image: `Detections`, the one object every later step
+takes (the challenge JSON, the viewer exports, the count and hotspot, the overlay, the
+review page). The detector makes it from an image; `results.reader` makes the same
+object from a result file. How it is written is for `results/` to decide.
 
-`Detections` is the one object every later step takes: the challenge JSON, the viewer
-exports, the count and hotspot, the overlay. The detector makes it from an image; the
-reader (`results.reader`) makes the same object from a result file.
+Like detectron2's `Instances`: per-candidate fields (arrays of one length) plus per-image
+fields, and indexing (`found[mask]`, `found[indices]`) that keeps the image's fields.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..config import REFERENCE
 
-__all__ = ["MITOTIC", "NON_MITOTIC", "STYLES", "Detections", "Thumbnail", "multiple_points"]
+__all__ = ["MITOTIC", "NON_MITOTIC", "Detections", "Thumbnail"]
 
 # The class names of the challenge's output, and of every file this project reads back.
 MITOTIC = "mitotic figure"
 NON_MITOTIC = "non-mitotic figure"
-# "2021": the mitotic figures only, no scores; "2022": every candidate, scored and named.
-STYLES = ("2021", "2022")
 
 
 @dataclass(frozen=True)
@@ -37,15 +35,15 @@ class Thumbnail:
 class Detections:
     """Every candidate found in one image, in descending score order.
 
-    `boxes` (N, 4) are XYXY in level-0 pixels (formats: midog.network.box_coding), `scores`
-    float32 (NaN where a result file gives none), `classes` the network's class column.
-    `threshold` is the operating point of the detector that made them: candidates scoring
-    above it are mitotic figures, unless `names` (read from a file) say otherwise. The
-    accessors take an explicit `threshold` to look at another operating point.
-
-    `xy_mm` are the centres in millimetres exactly as the challenge JSON writes them
-    (pixels times spacing); every writer takes coordinates from them, so outputs made at
-    detection time and outputs made later from the JSON file agree to the bit.
+    Per candidate: `boxes` (N, 4) XYXY in level-0 pixels (formats: midog.network.box_coding),
+    `scores` float32 (NaN where a result file gives none), `classes` the network's class
+    column, `xy_mm` (N, 2) the centres in millimetres exactly as the challenge JSON writes
+    them (every writer takes coordinates from them, so outputs made at detection time and
+    outputs made later from the JSON file agree to the bit), and `mitotic`, the one answer
+    to "is it a mitotic figure": by default the score above `threshold` (the operating
+    point of the detector that made them); a result file's names when read from one.
+    `names` are the class names a result file gave (exports keep names other than the
+    challenge's two); `class_names` gives them, else names them from `mitotic`.
     """
 
     boxes: np.ndarray
@@ -60,94 +58,44 @@ class Detections:
     image: Path | None = None
     names: list[str] | None = None  # each point's class name as a result file gives it
     xy_mm: np.ndarray = None  # type: ignore[assignment]  # (N, 2); derived from boxes when not given
+    mitotic: np.ndarray = None  # type: ignore[assignment]  # (N,) bool; derived from scores when not given
 
     def __post_init__(self) -> None:
         if self.xy_mm is None:
-            self.xy_mm = self.centres_px() * np.asarray(self.spacing_mm, dtype=np.float64)
+            self.xy_mm = self.xy_px * np.asarray(self.spacing_mm, dtype=np.float64)
+        if self.mitotic is None:
+            # In float64, as the JSON writer has always compared: a float32 comparison would
+            # round the threshold and could flip a candidate scoring within rounding of it.
+            self.mitotic = self.scores.astype(np.float64) > self.threshold
 
     def __len__(self) -> int:
         return len(self.scores)
 
-    def centres_px(self) -> np.ndarray:
-        """Box centres (x, y) in pixels: no half-pixel offset, as the reference reports them."""
+    def __getitem__(self, keep: np.ndarray | slice | list[int]) -> "Detections":
+        """The candidates where `keep` (a mask, indices or a slice) holds; the image's fields kept."""
+        names = None if self.names is None else [self.names[i] for i in np.arange(len(self))[keep]]
+        return replace(self, boxes=self.boxes[keep], scores=self.scores[keep], classes=self.classes[keep],
+                       xy_mm=self.xy_mm[keep], mitotic=self.mitotic[keep], names=names)
+
+    @property
+    def xy_px(self) -> np.ndarray:
+        """(N, 2) box centres (x, y) in pixels: no half-pixel offset, as the reference reports them."""
         b = self.boxes.astype(np.float64)
         return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1).reshape(-1, 2)
 
-    def centres_mm(self) -> list[tuple[float, float]]:
-        return [(float(x), float(y)) for x, y in self.xy_mm]
+    @property
+    def class_names(self) -> list[str]:
+        """Each candidate's class name: the result file's, else named from `mitotic`."""
+        if self.names is not None:
+            return list(self.names)
+        return [MITOTIC if m else NON_MITOTIC for m in self.mitotic.tolist()]
 
-    def subset(self, keep: np.ndarray) -> "Detections":
-        """The candidates where `keep` (a mask or indices) holds, everything else kept."""
-        names = None if self.names is None else [self.names[i] for i in np.arange(len(self))[keep]]
-        return replace(self, boxes=self.boxes[keep], scores=self.scores[keep], classes=self.classes[keep], xy_mm=self.xy_mm[keep], names=names)
+    def mitotic_figures(self) -> "Detections":
+        """The detections proper: the candidates that are mitotic figures."""
+        return self[self.mitotic]
 
-    def above(self, threshold: float) -> "Detections":
-        """The candidates scoring above `threshold`, as Detections."""
-        return self.subset(self.mitotic(threshold))
-
-    def mitotic_figures(self, threshold: float | None = None) -> "Detections":
-        """The candidates above the operating point (or `threshold`): the detections proper."""
-        if threshold is None and self.names is not None:
-            return self.subset(self.mitotic())
-        return self.above(self.threshold if threshold is None else threshold)
-
-    def mitotic(self, threshold: float | None = None) -> np.ndarray:
-        """Which candidates are mitotic figures: by `threshold` when given; else by the names
-        a result file gives, else by the operating point."""
-        if threshold is None and self.names is not None:
-            return np.array([n == MITOTIC for n in self.names], bool)
-        # In float64, as the JSON writer has always compared: a float32 comparison would
-        # round the threshold and could flip a candidate scoring within rounding of it.
-        return self.scores.astype(np.float64) > (self.threshold if threshold is None else threshold)
-
-    def points_px(self, threshold: float | None = None) -> np.ndarray:
-        """(N, 2) centres (x, y) in pixels; only those scoring above `threshold` if given."""
-        return (self if threshold is None else self.above(threshold)).centres_px()
-
-    def points_mm(self, threshold: float | None = None) -> np.ndarray:
-        """(N, 2) centres (x, y) in millimetres, as the challenge scores them; only those
-        scoring above `threshold` if given."""
-        return (self if threshold is None else self.above(threshold)).xy_mm
-
-    def labels(self, threshold: float | None = None) -> list[str]:
-        """Each candidate's name in the 2022 output: "mitotic figure" above the operating
-        point (or `threshold`), else "non-mitotic figure"."""
-        return [MITOTIC if m else NON_MITOTIC for m in self.mitotic(threshold).tolist()]
-
-    def as_written(self, style: str) -> "Detections":
-        """What a result file of `style` records of these detections, as reading that file
-        back gives it: 2021 the mitotic figures without scores, 2022 every candidate named."""
-        check_style(style)
-        if style == "2021":
-            figures = self.mitotic_figures()
-            return replace(figures, scores=np.full(len(figures), np.nan), names=[MITOTIC] * len(figures))
-        return replace(self, names=self.labels())
-
-    def to_json(self, style: str = "2021", threshold: float | None = None) -> dict[str, Any]:
-        """The Grand Challenge "Multiple points" answer, as `midog detect --style` writes it:
-        "2021" lists the mitotic figures, "2022" every candidate with probability and name."""
-        return multiple_points(self, threshold, style)
-
-
-def check_style(style: str) -> None:
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, not {style!r}")
-
-
-def multiple_points(detections: Detections, threshold: float | None = None, style: str = "2021") -> dict[str, Any]:
-    """2021: points above the threshold only. 2022: every candidate with its probability,
-    named "mitotic figure" above the threshold and "non-mitotic figure" below it. Without a
-    `threshold`, each point is what `detections.mitotic()` decides: a result read from a
-    file keeps the names it was read with."""
-    check_style(style)
-    mitotic = detections.mitotic(threshold)
-    points = []
-    for (x_mm, y_mm), score, is_mitotic in zip(detections.centres_mm(), detections.scores.tolist(), mitotic.tolist()):
-        if style == "2021":
-            if is_mitotic:
-                points.append({"point": [x_mm, y_mm, 0]})
-        elif math.isnan(score):
-            points.append({"point": [x_mm, y_mm, 0], "name": MITOTIC if is_mitotic else NON_MITOTIC})
-        else:
-            points.append({"point": [x_mm, y_mm, 0], "probability": score, "name": MITOTIC if is_mitotic else NON_MITOTIC})
-    return {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}
+    def at_threshold(self, threshold: float) -> "Detections":
+        """The same candidates at another operating point: those scoring above `threshold`
+        are mitotic figures, whatever a result file named them."""
+        mitotic = self.scores.astype(np.float64) > threshold
+        return replace(self, threshold=threshold, mitotic=mitotic, names=None)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import REFERENCE, DetectorConfig
 from ..errors import MidogError
-from ..slides.readers import OPENSLIDE_SUFFIXES
+from ..slides.wsi import OPENSLIDE_SUFFIXES
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mha", ".mhd"} | OPENSLIDE_SUFFIXES
 

@@ -122,8 +122,10 @@ def _read_midog_json(
 ) -> dict[str, np.ndarray]:
     try:
         names = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
+        # Labels saved by the review page record the spacing their pixels were reviewed at.
+        recorded = {str(im["file_name"]): float(im["spacing_mm"][0]) for im in data["images"] if "spacing_mm" in im}
         annotations = [(int(a["image_id"]), int(a["category_id"]), [float(v) for v in a["bbox"]]) for a in data["annotations"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise MidogError(f"{path}: not a MIDOG.json-style COCO file ({type(exc).__name__}: {exc})") from None
     # An image with no annotation of any kind is unlabelled (the GT450 images), not mitosis-free.
     centres: dict[str, list[list[float]]] = {}
@@ -136,9 +138,7 @@ def _read_midog_json(
         if category == MIDOG_MITOTIC_CATEGORY:
             x1, y1, x2, y2 = bbox
             boxes.append([(x1 + x2) / 2, (y1 + y2) / 2])
-    # A review page's labels file records each image's spacing beside it (image "spacing_mm").
-    recorded = {str(im["file_name"]): _recorded_spacing(path, im) for im in data["images"] if "spacing_mm" in im}
-    if spacing_mm is None and images_dir is None and not all(n in recorded for n in centres):
+    if spacing_mm is None and images_dir is None and not set(centres) <= set(recorded):
         raise MidogError(f"{path}: MIDOG.json boxes are in pixels; pass --spacing-mm or --images DIR")
     if images_dir is not None and not images_dir.is_dir():
         raise MidogError(f"{images_dir}: images folder not found")
@@ -156,21 +156,16 @@ def _read_midog_json(
     return out
 
 
-def _recorded_spacing(path: Path, image: dict) -> float:
-    value = image["spacing_mm"]
-    value = value[0] if isinstance(value, list) and value else value
-    if not isinstance(value, (int, float)) or not 0.00005 <= value <= 0.005:
-        raise MidogError(f"{path}: image {image.get('file_name')!r}: spacing_mm {image['spacing_mm']!r} is not a pixel spacing in mm (about 0.00025)")
-    return float(value)
-
-
 def read_ground_truth(
     path: str | Path, spacing_mm: float | None = None, images_dir: str | Path | None = None
 ) -> GroundTruth:
     """The evaluator's `{"<file>.tiff": [[x_mm, y_mm, 0], ...]}` or MIDOG.json (pixels).
 
     MIDOG.json needs a spacing: `spacing_mm` applies to every image (it wins when both are
-    given); otherwise each image's own spacing is read from its file in `images_dir`.
+    given); otherwise an image's `spacing_mm` recorded in the file (labels saved by the review
+    page, midog.results.labels), else its own spacing read from its file in `images_dir`.
+    Category 1 ("mitotic figure") are the positives; other categories are not, and a labels
+    file's `unsure` list is not read.
     """
     path = Path(path)
     data = load_json(path, "ground-truth file")
@@ -183,8 +178,7 @@ def read_ground_truth(
             except ValueError:
                 raise MidogError(f"--spacing-mm {spacing_mm:g} is not a microscope pixel spacing (about 0.00025 mm)") from None
         points = _read_midog_json(path, data, spacing_mm, Path(images_dir) if images_dir else None)
-        # A labels file's image ids are its own, not MIDOG 2021's: they name no scanner.
-        return GroundTruth(points, None if "unsure" in data else midog_domains(data))
+        return GroundTruth(points, midog_domains(data))
     if not isinstance(data, dict) or not data:
         raise MidogError(f'{path}: expected {{"<file>.tiff": [[x_mm, y_mm, 0], ...]}} or MIDOG.json')
     points = {}

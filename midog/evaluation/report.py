@@ -12,7 +12,6 @@ from pathlib import Path
 from ..atomic import write_text_atomic
 from .plots import plot_bootstrap, plot_f1_threshold, plot_pr_curves
 from .tables import UNRANKED_NOTE, Evaluation, metrics_dict, table_markdown, write_table_csv
-from .tables import evaluate as evaluate  # the entry point callers know this module by
 
 PLOTS = {
     "pr_curve.png": "Precision-recall curves (threshold sweep, official matching)",

@@ -207,10 +207,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise MidogError(f"{path}: weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise MidogError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {exc})") from None
+    obj = _load(path)
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         meta = dict(obj.get("meta") or {})
@@ -218,6 +215,29 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise MidogError(f"{path}: does not hold a state_dict")
     return obj, meta
+
+
+def _load(path: Path, mmap: bool = False) -> Any:
+    """torch.load of tensors only (never code); a file that is not one is one line. torch's
+    own message is not passed on: it is pages long and suggests weights_only=False, which
+    would run whatever code a hostile file holds."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # torch raises many types for a bad file
+        if mmap and "mmap" in str(exc):  # the legacy (pre-zip) format cannot be mapped
+            return _load(path)
+        raise MidogError(f"{path}: not a PyTorch weights file") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A weights file's metadata (`{'model': sd, 'meta': {...}}`; {} for a plain state_dict),
+    without reading its tensors (memory-mapped): settling a run's operating point costs nothing."""
+    path = Path(path)
+    if not path.is_file():
+        raise MidogError(f"{path}: weights file not found")
+    obj = _load(path, mmap=True)
+    meta = obj.get("meta") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else None
+    return dict(meta or {})
 
 
 def load_model(

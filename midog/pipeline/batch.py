@@ -39,8 +39,9 @@ from .inputs import (
     output_targets,
 )
 from ..results.sidecar import file_sha256, sidecar_path
-from .image import DetectOptions, detect_or_error
-from ..errors import MidogError, WriteError, describe
+from .image import detect_or_error
+from .run import RunSettings
+from ..errors import MidogError, UsageError, WriteError, describe
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ __all__ = [
     "is_finished",
     "output_targets",
     "plan_workers",
+    "require_ray",
     "run_batch",
 ]
 
@@ -75,16 +77,17 @@ INSTALL_HINT = 'midog batch needs Ray: pip install "midog[distributed]" (or pip 
 class DetectorWorker:
     """One Ray actor: a loaded detector that runs whole slides, one at a time."""
 
-    def __init__(self, weights: str, options: DetectOptions, threads: int) -> None:
+    def __init__(self, run: RunSettings, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        self.detector = options.detector(Path(weights))
+        self.run = run
+        self.detector = run.detector()
 
     def pid(self) -> int:
         return os.getpid()
 
-    def detect(self, image: str, target: str, options: dict[str, Any]) -> dict[str, Any]:
+    def detect(self, image: str, target: str) -> dict[str, Any]:
         """Detect and write one image; an error is returned, not raised, so the driver
         records it and the worker goes on with the next slide."""
         started = time.perf_counter()
@@ -92,7 +95,7 @@ class DetectorWorker:
         # and leaves no earlier output for that image behind.
         disk_full, info = False, {}
         try:
-            _, error, info = detect_or_error(self.detector, Path(image), Path(target), progress=False, **options)
+            _, error, info, _ = detect_or_error(self.detector, Path(image), Path(target), self.run)
         except WriteError as exc:  # the output disk is full: the driver stops handing out slides
             error, disk_full = str(exc), True
         return {
@@ -159,11 +162,19 @@ def _write_report(folder: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def require_ray() -> None:
+    """Ray is installed, or a UsageError (exit 2) that says how to install it: checked
+    first, before the run is settled or any input read."""
+    try:
+        import ray  # noqa: F401  (installed?)
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+
+
 def run_batch(
     inputs: list[str],
     output: Path,
-    weights: Path,
-    options: DetectOptions = DetectOptions(),
+    run: RunSettings,
     workers: int | None = None,
     address: str | None = None,
     gpus_per_worker: float | None = None,
@@ -174,28 +185,21 @@ def run_batch(
 ) -> int:
     """Run every image, write the report; 0 when none failed, 1 when any did, 2 without Ray.
     One run at a time per output folder (`output_lock`); a second is refused (exit 2)."""
-    try:
-        import ray  # noqa: F401  (installed?)
-    except ImportError:
-        log.error("midog batch: error: %s", INSTALL_HINT)
-        return 2
+    require_ray()
     started = time.perf_counter()
-    options.check()
     images = collect_images(inputs)
     if output.exists() and not output.is_dir():
         raise MidogError(f"{output}: --output must be a folder")
     output = output.resolve()
     targets = output_targets(images, output)
-    if not weights.is_file():
-        raise MidogError(f"{weights}: weights file not found (run `midog fetch` for the published weights)")
     with output_lock(output):
         if (output / FINGERPRINT_DIR).is_symlink():  # its sidecars would be written wherever it points
             raise MidogError(f"{output / FINGERPRINT_DIR}: is a symbolic link; remove it (midog batch makes this folder itself)")
-        return _run_locked(images, targets, output, weights, options, workers, address, gpus_per_worker, cpus_per_worker, force, progress, dashboard, started)
+        return _run_locked(images, targets, output, run, workers, address, gpus_per_worker, cpus_per_worker, force, progress, dashboard, started)
 
 
 def _run_locked(
-    images: list[Path], targets: list[Path], output: Path, weights: Path, options: DetectOptions, workers: int | None,
+    images: list[Path], targets: list[Path], output: Path, run: RunSettings, workers: int | None,
     address: str | None, gpus_per_worker: float | None, cpus_per_worker: int | None, force: bool, progress: bool,
     dashboard: bool, started: float,
 ) -> int:
@@ -206,11 +210,10 @@ def _run_locked(
     # Everything that changes an output's bytes, as JSON (the fingerprint stores it so):
     # limits, the time budget and the device decide whether and where an image runs, not
     # its bytes (float32 either way), so a rerun with other ones still skips what is done.
-    per_image = options.per_image()
-    changes_bytes = {"style": options.style, "mpp": options.mpp, "tissue_only": options.tissue_only}
-    extras = asdict(options.extras) if options.extras else None
-    settings = json.loads(json.dumps({"options": changes_bytes, "threshold": options.threshold, "fast": options.fast, "extras": extras}))
-    weights_sha256 = file_sha256(weights)
+    changes_bytes = {"style": run.style, "mpp": run.mpp, "tissue_only": run.tissue_only}
+    extras = asdict(run.extras) if run.extras else None
+    settings = json.loads(json.dumps({"options": changes_bytes, "threshold": run.threshold, "fast": run.fast, "extras": extras}))
+    weights_sha256 = file_sha256(run.weights)
     records = [{"input": input_fingerprint(p), "weights_sha256": weights_sha256, "settings": settings} for p in images]
 
     rows: list[dict[str, Any]] = [
@@ -248,18 +251,18 @@ def _run_locked(
             cpus = max(os.cpu_count() or 1, (workers or 1) * (cpus_per_worker or local_cores or 1))
             started_ray = connect(ray, address, cpus, dashboard)
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-            n_workers, cpus_each, gpus_each = plan_workers(nodes, options.device, workers, cpus_per_worker, gpus_per_worker, local_cores)
+            n_workers, cpus_each, gpus_each = plan_workers(nodes, run.device, workers, cpus_per_worker, gpus_per_worker, local_cores)
             actor_options = dict(num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=-1, max_task_retries=TASK_RETRIES)
             worker_cls = ray.remote(DetectorWorker).options(**actor_options)
 
             # A worker without a GPU of its own stays off the node's GPUs.
-            worker_options = replace(options, device=options.device if options.device != "auto" or gpus_each else "cpu")
+            worker_run = replace(run, weights=run.weights.resolve(), device=run.device if run.device != "auto" or gpus_each else "cpu")
 
             def make_actor() -> Any:
-                return worker_cls.remote(str(weights.resolve()), worker_options, cpus_each)
+                return worker_cls.remote(worker_run, cpus_each)
 
             resources = f"{cpus_each} CPUs and {gpus_each:g} GPUs per worker"
-            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, per_image, finish)
+            _dispatch(ray, make_actor, min(n_workers, len(todo)), resources, todo, images, targets, finish)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (errors.Interrupted)
         for row in rows:
             if row["status"] is None:
@@ -291,7 +294,6 @@ def _dispatch(
     todo: list[int],
     images: list[Path],
     targets: list[Path],
-    options: dict[str, Any],
     finish: Any,
 ) -> None:
     """Hand one slide at a time to each ready worker until every slide has a result.
@@ -340,7 +342,7 @@ def _dispatch(
                         finish(j, {"status": "failed", "error": f"{images[j]}: not run: {result['error']}", "seconds": None, "tiles": None})
         if actor is not None and queue:
             j = queue.pop()
-            pending[actor.detect.remote(str(images[j]), str(targets[j]), options)] = (actor, j)
+            pending[actor.detect.remote(str(images[j]), str(targets[j]))] = (actor, j)
         if not pending:
             while queue:
                 j = queue.pop()

@@ -1,25 +1,22 @@
-"""One image end to end: the detector's `Detections`, written as the result JSON and its
-extras (results.writers), with any failure turned into that image's one-line error.
-`midog detect`, `midog batch`'s workers and process.py all run images through here.
-
-`Detector` is re-exported here, where process.py and older code import it from."""
+"""One image end to end: the detector's `Detections` under a run's settings (`run`), written
+as the result JSON and its extras (results.writers), or handed back as the challenge's
+answer, with any failure turned into that image's one-line error. `midog detect`,
+`midog batch`'s workers and process.py all run images through here."""
 
 from __future__ import annotations
 
 import os
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..atomic import remove_stale_temp as remove_stale_temp
-from ..detector.core import Detector as Detector
 from ..errors import TimeBudgetError, UsageError, WriteError, image_error_line, shown
+from .run import RunSettings
 
 if TYPE_CHECKING:
-    from ..results.writers import Extras
-    from ..slides.limits import Limits
+    from ..detector.core import Detector
+    from ..detector.detections import Detections
 
 
 def output_paths(images: list[Path], output: str | Path | None) -> list[Path]:
@@ -56,50 +53,64 @@ def check_writable(targets: list[Path]) -> None:
 
 class Outcome(NamedTuple):
     """How one image went: its summary line, or its one-line error; the detector's run
-    info (tiles run and skipped, seconds) when it got that far."""
+    info (tiles run and skipped, seconds) when it got that far; and, when no file was asked
+    for, the challenge's answer (the "Multiple points" dict of the run's style)."""
 
     summary: str | None
     error: str | None
     info: dict[str, Any]
+    answer: dict[str, Any] | None = None
 
 
-def detect_to_file(
-    detector: Detector,
-    image: Path,
-    target: Path,
-    style: str = "2021",
-    mpp: float | None = None,
-    progress: bool = False,
-    tissue_only: bool | None = None,
-    extras: "Extras | None" = None,
-    deadline: float | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """One image through the detector into its JSON file and extras (written atomically);
-    returns the one-line summary and the run info. The image is opened once: what the
-    extras need of it (spacing, size, the count's thumbnail) comes with the detections."""
+def detect_image(detector: "Detector", image: Path, run: RunSettings, progress: bool = False, thumbnail_side: int | None = None) -> "Detections":
+    """The image's candidates as far down as the run's output style lists them, within its
+    time budget, at its spacing override and tissue rule."""
+    from ..results.challenge import min_score_for
+
+    deadline = time.monotonic() + run.time_budget if run.time_budget else None
+    return detector.detect(
+        image, mpp=run.mpp, progress=progress, tissue_only=run.tissue_only, deadline=deadline, thumbnail_side=thumbnail_side,
+        min_score=min_score_for(run.style, detector.threshold, detector.candidate_threshold),
+    )
+
+
+def summary_line(image: Path, detections: "Detections", target: Path | None = None, extra: str = "") -> str:
+    info = detections.info
+    skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
+    to = f" -> {shown(target)}" if target is not None else f", {len(detections)} points"
+    return f"{shown(image)}: {int(detections.mitotic.sum())} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s){to}" + (f"; {extra}" if extra else "")
+
+
+def detect_to_file(detector: "Detector", image: Path, target: Path, run: RunSettings, progress: bool = False) -> Outcome:
+    """One image through the detector into its JSON file and extras (written atomically).
+    The image is opened once: what the extras need of it (spacing, size, the count's
+    thumbnail) comes with the detections."""
     from ..results.sidecar import weights_sha256
     from ..results.writers import write_result
 
-    thumbnail_side = extras.thumbnail_side if extras else None
-    detections = detector.detect(image, mpp, progress, tissue_only, detector.min_score_for(style), deadline=deadline, thumbnail_side=thumbnail_side)
-    extra = write_result(detections, target, style, extras, weights_sha256(getattr(detector, "source", None)))
-    info = detections.info
-    skipped = f", {info['tiles_skipped']} background tiles skipped" if info["tiles_skipped"] else ""
-    n_mitotic = int(detections.mitotic().sum())
-    summary = f"{shown(image)}: {n_mitotic} mitotic figures ({info['tiles']} tiles{skipped}, {info['seconds']:.1f} s) -> {shown(target)}" + (f"; {extra}" if extra else "")
-    return summary, info
+    thumbnail_side = run.extras.thumbnail_side if run.extras else None
+    detections = detect_image(detector, image, run, progress, thumbnail_side)
+    extra = write_result(detections, target, run.style, run.extras, weights_sha256(getattr(detector, "source", None)))
+    return Outcome(summary_line(image, detections, target, extra), None, detections.info)
 
 
-def detect_or_error(
-    detector: Detector, image: Path, target: Path, *args: Any, debug: bool = False, time_budget: float | None = None, **kwargs: Any
-) -> Outcome:
-    """`detect_to_file` for one image of a batch: its summary, or a one-line error for any
-    failure, with no output of an earlier run left behind for that image. A full output
-    disk (WriteError.disk_full) is raised instead: every later image would fail too."""
-    deadline = time.monotonic() + time_budget if time_budget else None
+def detect_to_answer(detector: "Detector", image: Path, run: RunSettings, progress: bool = False) -> Outcome:
+    """One image through the detector to the challenge's answer, written by the caller
+    (process.py gathers every image's into one file)."""
+    from ..results.challenge import multiple_points
+
+    detections = detect_image(detector, image, run, progress)
+    return Outcome(summary_line(image, detections), None, detections.info, multiple_points(detections, run.style))
+
+
+def detect_or_error(detector: "Detector", image: Path, target: Path | None, run: RunSettings, progress: bool = False, debug: bool = False) -> Outcome:
+    """One image of a batch into `target` (None: to its answer): its summary, or a one-line
+    error for any failure, with no output of an earlier run left behind for that image. A
+    full output disk (WriteError.disk_full) is raised instead: every later image would fail too."""
     try:
-        summary, info = detect_to_file(detector, image, target, *args, deadline=deadline, **kwargs)
-        return Outcome(summary, None, info)
+        if target is None:
+            return detect_to_answer(detector, image, run, progress)
+        return detect_to_file(detector, image, target, run, progress)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one image's failure, whatever it is, must not cost the others
@@ -108,52 +119,14 @@ def detect_or_error(
         from ..results.sidecar import sidecar_path
 
         try:
-            target.unlink(missing_ok=True)  # a stale result would read as this run's
-            sidecar_path(target).unlink(missing_ok=True)
+            if target is not None:
+                target.unlink(missing_ok=True)  # a stale result would read as this run's
+                sidecar_path(target).unlink(missing_ok=True)
         except OSError:
             pass
         if isinstance(exc, WriteError) and exc.disk_full:  # every later image would fail the same way, after its whole run
             raise
         line = image_error_line(image, exc)
-        if isinstance(exc, TimeBudgetError) and time_budget:
-            line += f" of {time_budget:g} s"
+        if isinstance(exc, TimeBudgetError) and run.time_budget:
+            line += f" of {run.time_budget:g} s"
         return Outcome(None, line, {})
-
-
-@dataclass(frozen=True)
-class DetectOptions:
-    """How `midog detect` and `midog batch` run the detector on each image: the detector's
-    settings, what each image's outputs hold, and the limits that refuse an image."""
-
-    threshold: float | None = None  # operating point; None: the checkpoint's, else 0.64
-    mpp: float | None = None  # overrides the files' spacing
-    device: str = "auto"
-    style: str = "2021"
-    fast: bool = False
-    batch_size: int | None = None
-    tissue_only: bool | None = None  # None: on for whole-slide images only
-    compile: bool = False
-    extras: "Extras | None" = None  # exports and count beside each JSON
-    limits: "Limits | None" = None  # None: DEFAULT_LIMITS
-    time_budget: float | None = None  # seconds per image
-
-    def check(self) -> None:
-        """Numbers given in code, not through the CLI's checked types: a UsageError (exit 2)."""
-        from ..config.checks import check_mpp, check_positive_int, check_probability, checked
-
-        for value, check, name in ((self.threshold, check_probability, "--threshold"), (self.mpp, check_mpp, "--mpp"), (self.batch_size, check_positive_int, "--batch-size")):
-            if value is not None:
-                checked(check, value, name)
-
-    def detector(self, weights: Path, kind: "type[Detector] | None" = None) -> Detector:
-        # `Detector` looked up now, not at definition: tests replace it in this module.
-        detector = (kind or Detector)(weights, self.device, self.threshold, fast=self.fast, batch_size=self.batch_size, compile=self.compile)
-        if self.limits is not None:
-            detector.limits = self.limits
-        return detector
-
-    def per_image(self) -> dict[str, Any]:
-        """detect_or_error's keyword options for each image."""
-        return {"style": self.style, "mpp": self.mpp, "tissue_only": self.tissue_only, "extras": self.extras, "time_budget": self.time_budget}
-
-

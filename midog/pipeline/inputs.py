@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MidogError
-from ..slides.readers import OPENSLIDE_SUFFIXES
+from ..slides.dicom import is_dicom
+from ..slides.wsi import OPENSLIDE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 # What a folder is searched for: the types `midog detect` reads (TIFF through tifffile,
 # vendor formats through openslide, the rest through SimpleITK).
 IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".mha", ".mhd", ".nrrd", ".nii"} | OPENSLIDE_SUFFIXES)
+DICOM_SUFFIXES = (".dcm",)  # in a folder, its DICOM slide's files; the folder is the image
 LIST_SUFFIXES = (".txt", ".csv")
 REPORT_NAME = "batch-report.json"
 REPORT_FIELDS = ("image", "status", "output", "error", "seconds", "tiles")
@@ -36,7 +38,13 @@ FINGERPRINT_BYTES = 64 * 1024
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files under `folder`, and each folder holding DICOM files (*.dcm): a DICOM
+    slide is a folder of files, one per pyramid level, and runs as one image."""
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    series = {p.parent for p in folder.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES and p.is_file()}
+    if is_dicom(folder):  # the folder given is a series, maybe of files without an extension
+        series.add(folder)
+    return sorted([*files, *series])
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -106,6 +114,10 @@ def output_targets(images: list[Path], folder: Path) -> list[Path]:
 def input_fingerprint(path: Path) -> dict[str, Any] | None:
     """Size, mtime and a hash of the first and last 64 KiB: cheap on a slide of gigabytes,
     and it sees a file replaced or rewritten (TIFF headers sit at either end)."""
+    if path.is_dir():  # a DICOM slide: the fingerprints of its files, each by name
+        parts = {p.name: input_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()}
+        text = json.dumps(parts, sort_keys=True)
+        return {"size": sum(f["size"] for f in parts.values() if f), "files": len(parts), "sha256": hashlib.sha256(text.encode()).hexdigest()}
     try:
         st = path.stat()
         h = hashlib.sha256()

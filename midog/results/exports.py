@@ -1,5 +1,6 @@
 """Detections in the formats viewers read (`midog export`): GeoJSON for QuPath, tab-separated
-points for QuPath's Counting tool, XML for ASAP, and a plain CSV table.
+points for QuPath's Counting tool, XML for ASAP, a plain CSV table, and a DICOM annotation
+object for DICOM slides (midog.results.dicom_ann).
 
 Coordinates are pixels: millimetres divided by the spacing the result was made at, per axis
 (midog.results.sidecar). The CSV and ASAP XML hold level-0 pixels. QuPath crops a slide it
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..detector.detections import MITOTIC, NON_MITOTIC, Detections
 
-FORMATS = {"geojson": ".geojson", "qupath-points": ".points.tsv", "asap": ".xml", "csv": ".csv"}
+FORMATS = {"geojson": ".geojson", "qupath-points": ".points.tsv", "asap": ".xml", "csv": ".csv", "dicom-ann": ".dcm"}
 QUPATH_FORMATS = ("geojson", "qupath-points")  # the formats in QuPath's pixels
 QUPATH_OBJECTS = ("annotation", "detection")
 QUPATH_BOUNDS = ("auto", "off")
@@ -55,17 +56,12 @@ class ExportOptions:
     qupath_objects: str = "annotation"
     qupath_bounds: str = "auto"  # auto: QuPath's pixels start at the slide's bounds offset
     identity: str = ""  # the image and result the ids derive from (`identity`)
+    weights_sha256: str | None = None  # the weights that made the result (DICOM annotations name them)
 
 
 def pixels(detections: Detections) -> np.ndarray:
     """(N, 2) level-0 pixel coordinates of the points, from their millimetres."""
     return detections.xy_mm / np.asarray(detections.spacing_mm, float)
-
-
-def class_names(detections: Detections) -> list[str]:
-    """Each point's class as the result file names it (a file may use other names than the
-    challenge's two), else as the operating point names it."""
-    return list(detections.names) if detections.names is not None else detections.labels()
 
 
 def qupath_offset(detections: Detections, options: ExportOptions) -> tuple[float, float]:
@@ -114,7 +110,7 @@ def geojson(detections: Detections, options: ExportOptions = ExportOptions()) ->
         raise ValueError(f"objects must be one of {QUPATH_OBJECTS}, not {objects!r}")
     rx, ry = (DETECTION_DIAMETER_MM / 2 / s for s in detections.spacing_mm)
     features = []
-    rows = zip(qupath_pixels(detections, options), detections.xy_mm, detections.scores.tolist(), class_names(detections))
+    rows = zip(qupath_pixels(detections, options), detections.xy_mm, detections.scores.tolist(), detections.class_names)
     for i, ((x, y), xy_mm, p, label) in enumerate(rows):
         name = qupath_class(label)
         properties: dict = {"objectType": objects, "classification": {"name": name, "color": list(colour(label))}}
@@ -134,7 +130,7 @@ def qupath_points(detections: Detections, options: ExportOptions = ExportOptions
     """The Counting tool's "Load points" file: a header, then x, y, class and colour per
     point, tab-separated. QuPath makes one points annotation per class and colour."""
     lines = ["x\ty\tclass\tcolor"]
-    for (x, y), label in zip(qupath_pixels(detections, options), class_names(detections)):
+    for (x, y), label in zip(qupath_pixels(detections, options), detections.class_names):
         r, g, b = colour(label)
         packed = (255 << 24 | r << 16 | g << 8 | b) - (1 << 32)  # Java's signed ARGB int, as QuPath writes it
         lines.append(f"{float(x)!r}\t{float(y)!r}\t{qupath_class(label)}\t{packed}")
@@ -146,7 +142,7 @@ def asap_xml(detections: Detections) -> str:
     whose annotation names a group that is not declared, so every label used is declared."""
     root = ET.Element("ASAP_Annotations")
     annotations = ET.SubElement(root, "Annotations")
-    for i, ((x, y), p, label) in enumerate(zip(pixels(detections), detections.scores.tolist(), class_names(detections))):
+    for i, ((x, y), p, label) in enumerate(zip(pixels(detections), detections.scores.tolist(), detections.class_names)):
         # ASAP has no measurements: the probability goes in the name, which its list shows,
         # at full precision (the shortest text that reads back as the same number).
         name = f"{label} {i + 1}" + ("" if math.isnan(p) else f" (p={float(p)!r})")
@@ -154,7 +150,7 @@ def asap_xml(detections: Detections) -> str:
         coords = ET.SubElement(dot, "Coordinates")
         ET.SubElement(coords, "Coordinate", Order="0", X=repr(float(x)), Y=repr(float(y)))
     groups = ET.SubElement(root, "AnnotationGroups")
-    for label in dict.fromkeys(class_names(detections)):
+    for label in dict.fromkeys(detections.class_names):
         group = ET.SubElement(groups, "Group", Name=label, PartOfGroup="None", Color=_hex(colour(label)))
         ET.SubElement(group, "Attributes")
     ET.indent(root)
@@ -171,7 +167,7 @@ def csv_table(detections: Detections) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["x_px", "y_px", "x_mm", "y_mm", "probability", "label"])
-    for (xp, yp), (xm, ym), p, label in zip(pixels(detections), detections.xy_mm, detections.scores.tolist(), class_names(detections)):
+    for (xp, yp), (xm, ym), p, label in zip(pixels(detections), detections.xy_mm, detections.scores.tolist(), detections.class_names):
         writer.writerow([repr(float(xp)), repr(float(yp)), repr(float(xm)), repr(float(ym)), "" if math.isnan(p) else repr(float(p)), label])
     return out.getvalue()
 
@@ -188,7 +184,13 @@ def render(detections: Detections, fmt: str, options: ExportOptions = ExportOpti
     raise ValueError(f"format must be one of {tuple(FORMATS)}, not {fmt!r}")
 
 
-def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path:
+def export(detections: Detections, fmt: str, target: str | Path, options: ExportOptions = ExportOptions()) -> Path | None:
+    """Write `detections` as `fmt` to `target`; returns it, or None where a format writes
+    nothing for a result without points (dicom-ann)."""
     from ..atomic import write_text_atomic
 
+    if fmt == "dicom-ann":  # binary, and it needs the DICOM source: midog.results.dicom_ann
+        from .dicom_ann import write_annotations
+
+        return write_annotations(detections, target, options.identity, options.weights_sha256)
     return write_text_atomic(target, render(detections, fmt, options))

@@ -21,6 +21,16 @@ Upper bounds prune both: a corner on point i's circle can hold only the points w
 2r of i; a boundary segment only the points within reach of it. Candidates are visited
 best bound first and skipped once the bound cannot beat the best count found.
 
+Grown sets (the review page's slider, figures added as the threshold falls; `Growing`):
+when the points are a previous set P with its exact maximum M and new points N, a region
+holding no new point holds at most M, which the previous centre still holds. A better
+region holds some n in N, so its corner lies on the circle of a point within 2r of n
+(squares: a point within one side of n in both axes), or its best centre on a boundary
+segment within reach of n: only those candidates are searched. And the best count a point's
+corners reached in the last search, plus the new points that can join them, bounds them
+now: far tighter than all the points within 2r, so most points are not swept again. The
+result is as exact as a search from nothing.
+
 Comparisons allow a relative tolerance of 1e-9 (picometres on a slide), so points exactly
 on an edge (ties, points 2r apart) count as they should despite rounding.
 """
@@ -141,7 +151,16 @@ def held_mask(points: np.ndarray, center: np.ndarray, shape: str, area_mm2: floa
     return np.abs(d).max(1) <= size / 2 * (1 + TOL)
 
 
-def find_hotspot(points: np.ndarray, tissue: TissueMap, shape: str = "circle", area_mm2: float = 2.0) -> Hotspot:
+@dataclass
+class _Grown:
+    """What a search of a grown set starts from (see the module's docstring)."""
+
+    new: np.ndarray  # which points are new
+    centre: tuple[float, float] | None  # an optimal centre of the others; None: no others
+    upper: np.ndarray  # per point, a bound on what its corners hold now; the search makes it exact where it sweeps
+
+
+def find_hotspot(points: np.ndarray, tissue: TissueMap, shape: str = "circle", area_mm2: float = 2.0, grown: _Grown | None = None) -> Hotspot:
     """The exact maximum of points held by the region over every centre in tissue."""
     from scipy.spatial import cKDTree
 
@@ -151,16 +170,26 @@ def find_hotspot(points: np.ndarray, tissue: TissueMap, shape: str = "circle", a
     if seed is None:
         return Hotspot(shape, area_mm2, None, 0)
     best = _Best(seed, 0)
-    if len(points):
+    near_new, upper = None, None if grown is None else grown.upper
+    new_points = points if grown is None else points[grown.new]
+    if grown is not None and grown.centre is not None:
+        best = _Best(np.asarray(grown.centre, float), count_in_region(points, np.asarray(grown.centre, float), shape, area_mm2))
+    if len(points) and len(new_points):
         tree = cKDTree(points)
         norm = 2 if shape == "circle" else np.inf
         reach = size if shape == "circle" else size / 2  # distance from the centre that a point may be
-        _centres_on_points(points, tree, tissue, reach * (1 + TOL), norm, best)
+        if grown is not None and grown.centre is not None:  # the points whose corners may hold a new point
+            corner_reach = 2 * size if shape == "circle" else size
+            near_new = np.zeros(len(points), bool)
+            for hits in tree.query_ball_point(new_points, corner_reach * (1 + TOL), p=norm):
+                near_new[hits] = True
+        # Grown: a set that sits at one place and beats the last one holds a new point.
+        _centres_on_points(new_points, tree, tissue, reach * (1 + TOL), norm, best)
         if shape == "circle":
-            _circle_corners(points, tree, tissue, size, best)
+            _circle_corners(points, tree, tissue, size, best, near_new, upper)
         else:
-            _square_corners(points, tissue, size, best)
-        _boundary(points, tree, tissue, shape, size, best)
+            _square_corners(points, tissue, size, best, near_new, upper)
+        _boundary(points, tree, tissue, shape, size, best, None if grown is None or grown.centre is None else cKDTree(new_points))
         best.center = _nicer_centre(points, tissue, shape, area_mm2, best)
     count = count_in_region(points, best.center, shape, area_mm2)
     return Hotspot(shape, area_mm2, (float(best.center[0]), float(best.center[1])), count)
@@ -189,11 +218,19 @@ def _centres_on_points(points: np.ndarray, tree: cKDTree, tissue: TissueMap, rea
     best.offer(points, np.asarray(counts), tissue)
 
 
-def _circle_corners(points: np.ndarray, tree: cKDTree, tissue: TissueMap, r: float, best: _Best) -> None:
+def _circle_corners(points: np.ndarray, tree: cKDTree, tissue: TissueMap, r: float, best: _Best,
+                    only: np.ndarray | None = None, upper: np.ndarray | None = None) -> None:
     """Every point where the circles of radius r around two points cross, by an angular
     sweep around each point i: a centre on i's circle at angle t holds point j while
     |t - phi_j| <= acos(d_ij / 2r). The sweep gives the count at every crossing at once."""
-    bound = np.asarray(tree.query_ball_point(points, 2 * r * (1 + TOL), return_length=True))
+    if upper is None:
+        bound = np.asarray(tree.query_ball_point(points, 2 * r * (1 + TOL), return_length=True))
+    else:  # the points within 2r, counted only where the last search left no tighter bound
+        unknown = ~np.isfinite(upper)
+        upper[unknown] = tree.query_ball_point(points[unknown], 2 * r * (1 + TOL), return_length=True)
+        bound = upper.copy()
+    if only is not None:
+        bound = np.where(only, bound, 0)
     two_pi = 2 * math.pi
     for i in np.argsort(-bound, kind="stable"):
         if bound[i] <= best.count:
@@ -204,6 +241,8 @@ def _circle_corners(points: np.ndarray, tree: cKDTree, tissue: TissueMap, r: flo
         same = dist <= r * TOL  # i itself and duplicates: held wherever the centre is on i's circle
         d, dist = d[~same], dist[~same]
         if len(d) == 0:
+            if upper is not None:
+                upper[i] = int(same.sum())
             continue
         phi = np.arctan2(d[:, 1], d[:, 0])
         alpha = np.arccos(np.clip(dist / (2 * r), -1.0, 1.0))
@@ -217,13 +256,16 @@ def _circle_corners(points: np.ndarray, tree: cKDTree, tissue: TissueMap, r: flo
             - np.searchsorted(ends, starts - eps, "left")
             + (len(ends) - np.searchsorted(ends, starts + two_pi - eps, "left"))
         ) + int(same.sum())
+        if upper is not None:
+            upper[i] = held.max()
         better = held > best.count
         if better.any():
             t = starts[better]
             best.offer(points[i] + r * np.stack([np.cos(t), np.sin(t)], 1), held[better], tissue)
 
 
-def _square_corners(points: np.ndarray, tissue: TissueMap, side: float, best: _Best) -> None:
+def _square_corners(points: np.ndarray, tissue: TissueMap, side: float, best: _Best,
+                    only: np.ndarray | None = None, upper: np.ndarray | None = None) -> None:
     """Every (x_i - side/2, y_j - side/2) with |x_i - x_j|, |y_i - y_j| <= side, by a sweep
     in y over the points whose x-range covers x_i - side/2."""
     order = np.argsort(points[:, 0], kind="stable")
@@ -232,6 +274,10 @@ def _square_corners(points: np.ndarray, tissue: TissueMap, side: float, best: _B
     lo = np.searchsorted(xs, xs - side - eps, "left")
     hi = np.searchsorted(xs, xs + eps, "right")
     bound = hi - lo
+    if upper is not None:
+        upper[order] = bound = np.minimum(bound, upper[order])
+    if only is not None:
+        bound = np.where(only[order], bound, 0)
     half = side / 2
     for k in np.argsort(-bound, kind="stable"):
         if bound[k] <= best.count:
@@ -240,11 +286,13 @@ def _square_corners(points: np.ndarray, tissue: TissueMap, side: float, best: _B
         y_cand = ys - half
         low, high = np.sort(ys - half), np.sort(ys + half)
         held = np.searchsorted(low, y_cand + eps, "right") - np.searchsorted(high, y_cand - eps, "left")
+        if upper is not None:
+            upper[order[k]] = held.max()
         centres = np.stack([np.full(len(ys), xs[k] - half), y_cand], 1)
         best.offer(centres, held, tissue)
 
 
-def _boundary(points: np.ndarray, tree: cKDTree, tissue: TissueMap, shape: str, size: float, best: _Best) -> None:
+def _boundary(points: np.ndarray, tree: cKDTree, tissue: TissueMap, shape: str, size: float, best: _Best, new: cKDTree | None = None) -> None:
     """The best centre on each tissue boundary segment (see the module's docstring)."""
     horizontal, vertical = tissue.boundary()
     for segments, axis in ((horizontal, 0), (vertical, 1)):
@@ -260,6 +308,8 @@ def _boundary(points: np.ndarray, tree: cKDTree, tissue: TissueMap, shape: str, 
         else:
             reach, norm = size / 2 + half_len, np.inf
         bound = np.asarray(tree.query_ball_point(mids, reach * (1 + TOL), p=norm, return_length=True))
+        if new is not None:  # only segments within reach of a new point
+            bound[np.asarray(new.query_ball_point(mids, reach * (1 + TOL), p=norm, return_length=True)) == 0] = 0
         for s in np.argsort(-bound, kind="stable"):
             if bound[s] <= best.count:
                 break
@@ -296,3 +346,39 @@ def _nicer_centre(points: np.ndarray, tissue: TissueMap, shape: str, area_mm2: f
             return centroid
     return center
 
+
+
+class Growing:
+    """Exact hotspots of a set that grows: `search(keep)` for masks of `points` that only
+    ever add points (the review slider's figures as the threshold falls). Each search starts
+    from the last one's hotspot and bounds (see the module's docstring)."""
+
+    def __init__(self, points: np.ndarray, tissue: TissueMap, shape: str, area_mm2: float) -> None:
+        self.points, self.tissue, self.shape, self.area_mm2 = np.asarray(points, float).reshape(-1, 2), tissue, shape, area_mm2
+        self.keep = np.zeros(len(self.points), bool)
+        self.upper = np.full(len(self.points), np.inf)
+        self.centre: tuple[float, float] | None = None
+
+    def search(self, keep: np.ndarray) -> Hotspot:
+        from scipy.spatial import cKDTree
+
+        keep = np.asarray(keep, bool)
+        if (self.keep & ~keep).any():
+            raise ValueError("a growing set lost points")
+        new = keep & ~self.keep
+        if self.centre is not None:
+            size = region_size(self.shape, self.area_mm2)
+            old = np.flatnonzero(self.keep)
+            if new.any() and len(old):  # old points' bounds rise by the new points that can join their corners
+                if self.shape == "circle":
+                    joining = cKDTree(self.points[new]).query_ball_point(self.points[old], 2 * size * (1 + TOL), return_length=True)
+                else:  # every corner of point k lies at x_k - side/2: new points in [x_k - side, x_k] may join
+                    xs = np.sort(self.points[new, 0])
+                    x = self.points[old, 0]
+                    joining = np.searchsorted(xs, x + size * TOL, "right") - np.searchsorted(xs, x - size * (1 + TOL), "left")
+                self.upper[old] += joining
+        grown = _Grown(new[keep], self.centre, self.upper[keep])
+        spot = find_hotspot(self.points[keep], self.tissue, self.shape, self.area_mm2, grown)
+        self.upper[keep] = grown.upper
+        self.keep, self.centre = keep, spot.center_mm
+        return spot

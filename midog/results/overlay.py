@@ -130,18 +130,37 @@ def _scale_bar(ax: "object", width: float, height: float) -> None:
 
 
 def _heatmap(ax: "object", fig: "object", result: "CountResult", w_mm: float, h_mm: float) -> None:
-    """Mitoses per mm² in square cells of half the hotspot's side (its scale, whatever the
-    image's size); empty cells stay transparent."""
-    cell = np.sqrt(result.hotspot.area_mm2) / 2
-    nx, ny = max(1, int(np.ceil(w_mm / cell))), max(1, int(np.ceil(h_mm / cell)))
-    counts, _, _ = np.histogram2d(result.figures_mm[:, 1], result.figures_mm[:, 0], bins=(ny, nx), range=((0, ny * cell), (0, nx * cell)))
-    density = np.ma.masked_equal(counts / cell**2, 0)
-    extent = (0, nx * cell, ny * cell, 0)
-    # Pale yellow to dark blue: no hue that the figures (cyan) or hotspot (gold) use at full strength.
-    image = ax.imshow(density, extent=extent, cmap="YlGnBu", alpha=0.5, interpolation="nearest", vmin=0, aspect="auto")  # type: ignore[attr-defined]
+    """The density the hotspot maximises, drawn as contour lines (the slide stays untinted):
+    at each point of a fine grid, the figures a hotspot-sized region centred there holds, per
+    mm². Lines at a quarter, half and three quarters of the hotspot's own density, whose value
+    tops the colour scale, so that scale and the hotspot's per mm² agree."""
+    from scipy.spatial import cKDTree
+
+    from .hotspot import region_size
+
+    spot = result.hotspot
+    top = spot.count / spot.area_mm2
+    if spot.center_mm is None or spot.count == 0:
+        return
+    step = min(w_mm, h_mm) / 64  # 64 points across the shorter side, whatever the hotspot's size
+    xs, ys = np.arange(step / 2, w_mm, step), np.arange(step / 2, h_mm, step)
+    gx, gy = np.meshgrid(xs, ys)
+    size = region_size(spot.shape, spot.area_mm2)
+    reach, norm = (size, 2) if spot.shape == "circle" else (size / 2, np.inf)
+    held = cKDTree(result.figures_mm).query_ball_point(np.stack([gx.ravel(), gy.ravel()], 1), reach, p=norm, return_length=True)
+    density = np.asarray(held, float).reshape(gx.shape) / spot.area_mm2
+    from matplotlib import patheffects
+
+    levels = [f * top for f in (0.25, 0.5, 0.75)]
+    # Labelled lines in one dark colour with a light halo: the values are on the lines, so no
+    # colour scale can disagree with the hotspot's own density.
+    lines = ax.contour(xs, ys, density, levels=levels, colors=["#3b0f70"], linewidths=1.6)  # type: ignore[attr-defined]
+    plt_effects = [patheffects.withStroke(linewidth=3.5, foreground="white")]
+    for line in getattr(lines, "collections", [lines]):
+        line.set_path_effects(plt_effects)
+    for text in ax.clabel(lines, fmt=lambda v: (f"{v:.0f}" if v >= 100 else f"{v:.3g}") + "/mm²", fontsize=9):  # type: ignore[attr-defined]
+        text.set_path_effects(plt_effects)
     ax.set_xlim(0, w_mm)  # type: ignore[attr-defined]
     ax.set_ylim(h_mm, 0)  # type: ignore[attr-defined]
-    bar_ax = ax.inset_axes((0.80, 0.80, 0.02, 0.17))  # type: ignore[attr-defined]
-    bar = fig.colorbar(image, cax=bar_ax)  # type: ignore[attr-defined]
-    bar.set_label("mitoses / mm²", fontsize=9)
-    bar.ax.tick_params(labelsize=8)
+    ax.text(0.99, 0.99, f"density lines: figures in a {spot.area_mm2:.3g} mm² {spot.shape} per mm², at 25/50/75% of the hotspot's {top:.1f}/mm²",  # type: ignore[attr-defined]
+            transform=ax.transAxes, ha="right", va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 2})

@@ -81,7 +81,8 @@ def result_from_json(data: object, path: str | Path, spacing_mm: tuple[float, fl
     n = len(names)
     return Detections(
         boxes=np.concatenate([centres, centres], 1), scores=probability, classes=np.zeros(n, np.int64),
-        spacing_mm=tuple(spacing_mm), names=names, xy_mm=xy_mm, info={"source": str(path)},
+        spacing_mm=tuple(spacing_mm), names=names, xy_mm=xy_mm, mitotic=np.array([name == MITOTIC for name in names], bool),
+        info={"source": str(path)},
     )
 
 
@@ -111,4 +112,4 @@ def at_threshold(found: Detections, threshold: float, source: str | Path) -> Det
         raise MidogError(f"threshold must lie in [0, 1], not {threshold:g}")
     if len(found) and np.isnan(found.scores.astype(np.float64)).any():
         raise MidogError(f"{source}: some points have no probability (2021 style), so no threshold can be applied")
-    return replace(found, names=found.labels(threshold))
+    return found.at_threshold(threshold)

@@ -14,9 +14,13 @@
   const slider = document.getElementById("threshold");
   const P = D.points;
   const n = P.x.length;
-  const RING_PX = 7; // a candidate's ring on screen, at every zoom
+  const RING_PX = 7; // a candidate's ring on screen, at least
+  // ... and at high zoom a ring round the cell, sized in µm like QuPath's detection circles.
+  const RING_MM = 0.006;
+  const ringRadius = () => Math.max(RING_PX / view.s, RING_MM / D.spacing_mm[0]);
   const MAX_SCALE = 8; // screen px per level-0 px
   const view = { s: 1, x: 0, y: 0 }; // scale, and the level-0 point at the viewer's top-left
+  const V = (window.midogViewer = { onRender: [], onPointDown: null });
 
   function svg(tag, attrs) {
     const e = document.createElementNS(NS, tag);
@@ -33,7 +37,7 @@
   const dots = [];
   for (let i = 0; i < n; i++) {
     const c = svg("circle", { cx: P.x[i], cy: P.y[i], r: RING_PX, "data-i": i });
-    const p = P.p === null ? "" : " p=" + P.p[i].toFixed(3);
+    const p = P.p === null ? "" : " p=" + P.p[i].toPrecision(4);
     c.appendChild(svg("title", {})).textContent = "candidate " + (i + 1) + p + (P.tissue[i] ? "" : " (off tissue)");
     dots.push(c);
     ring.appendChild(c);
@@ -42,6 +46,8 @@
   const square = D.hotspot.shape === "square";
   const hotspot = svg(square ? "rect" : "ellipse", { class: "hotspot" });
   world.appendChild(hotspot);
+  const spotLabel = svg("text", { class: "hotspot-label", "text-anchor": "middle" }); // its count, above it
+  world.appendChild(spotLabel);
 
   // --- tiles ---------------------------------------------------------------------------
   const last = D.levels.length - 1;
@@ -99,11 +105,14 @@
     }
     world.setAttribute("transform", "scale(" + view.s + ") translate(" + -view.x + " " + -view.y + ")");
     if (drawnScale !== view.s) {
-      const r = RING_PX / view.s;
+      spotLabel.setAttribute("font-size", 16 / view.s);
+      spotLabel.setAttribute("dy", -6 / view.s);
+      const r = ringRadius();
       for (const c of dots) c.setAttribute("r", r);
       drawnScale = view.s;
     }
     scaleBar();
+    for (const f of V.onRender) f();
   }
   function scaleBar() {
     const mmPerScreenPx = D.spacing_mm[0] / view.s;
@@ -112,7 +121,33 @@
     const mm = steps.reduce((best, v) => (v <= target ? v : best), steps[0]);
     document.getElementById("scale-line").style.width = mm / mmPerScreenPx + "px";
     document.getElementById("scale-text").textContent = mm >= 1 ? mm + " mm" : Math.round(mm * 1000) + " µm";
+    // A microscope's 40x objective shows about 0.25 µm per screen pixel.
+    document.getElementById("magnification").textContent = "≈ " + +(10 / (mmPerScreenPx * 1000)).toPrecision(2) + "x";
+    minimapView();
   }
+
+  // --- minimap: the whole slide, the view's rectangle on it; a click goes there ---------
+  const mini = document.getElementById("minimap"), miniImg = document.getElementById("minimap-img");
+  const miniView = document.getElementById("minimap-view");
+  const MINI_PX = 180;
+  const miniScale = MINI_PX / Math.max(D.width, D.height);
+  mini.style.width = D.width * miniScale + "px";
+  mini.style.height = D.height * miniScale + "px";
+  miniImg.src = D.thumb;
+  function minimapView() {
+    const W = viewer.clientWidth / view.s, H = viewer.clientHeight / view.s;
+    const x0 = Math.max(0, view.x), y0 = Math.max(0, view.y);
+    const x1 = Math.min(D.width, view.x + W), y1 = Math.min(D.height, view.y + H);
+    miniView.style.left = x0 * miniScale + "px";
+    miniView.style.top = y0 * miniScale + "px";
+    miniView.style.width = Math.max(2, (x1 - x0) * miniScale) + "px";
+    miniView.style.height = Math.max(2, (y1 - y0) * miniScale) + "px";
+  }
+  mini.addEventListener("pointerdown", (e) => {
+    e.stopPropagation(); // not a drag of the slide
+    const b = mini.getBoundingClientRect();
+    centreOn((e.clientX - b.left) / miniScale, (e.clientY - b.top) / miniScale, view.s);
+  });
 
   // --- navigation ----------------------------------------------------------------------
   function fitScale() {
@@ -142,6 +177,7 @@
   function goTo(i) {
     if (focused !== null) dots[focused].classList.remove("focus");
     focused = i;
+    if (i === null) return;
     dots[i].classList.add("focus");
     centreOn(P.x[i], P.y[i], Math.max(view.s, 1));
   }
@@ -152,7 +188,9 @@
   }, { passive: false });
   let drag = null;
   viewer.addEventListener("pointerdown", (e) => {
-    if (e.target.closest("#controls")) return;
+    if (e.target.closest("#controls, #review-help")) return;
+    if (V.onPointDown && V.onPointDown(e)) return; // the review mode's "add a figure here"
+
     drag = { x: e.clientX, y: e.clientY };
     viewer.setPointerCapture(e.pointerId);
     viewer.classList.add("dragging");
@@ -171,11 +209,19 @@
     const box = viewer.getBoundingClientRect();
     zoomAt(e.clientX - box.left, e.clientY - box.top, 2);
   });
-  viewer.addEventListener("keydown", (e) => {
+  const PAN = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input")) return; // the slider keeps its arrows
     const W = viewer.clientWidth, H = viewer.clientHeight;
     if (e.key === "+" || e.key === "=") zoomAt(W / 2, H / 2, 2);
     else if (e.key === "-") zoomAt(W / 2, H / 2, 0.5);
     else if (e.key === "0") fit();
+    else if (PAN[e.key]) {
+      view.x += PAN[e.key][0] * W / 4 / view.s; // a quarter of the view per press
+      view.y += PAN[e.key][1] * H / 4 / view.s;
+      render();
+    } else return;
+    e.preventDefault();
   });
   document.getElementById("zoom-in").onclick = () => zoomAt(viewer.clientWidth / 2, viewer.clientHeight / 2, 2);
   document.getElementById("zoom-out").onclick = () => zoomAt(viewer.clientWidth / 2, viewer.clientHeight / 2, 0.5);
@@ -196,7 +242,7 @@
     img.alt = "candidate " + (g.i + 1);
     fig.appendChild(img);
     const cap = document.createElement("figcaption");
-    cap.textContent = P.p === null ? "#" + (g.i + 1) : "p " + P.p[g.i].toFixed(3);
+    cap.textContent = P.p === null ? "#" + (g.i + 1) : "p " + P.p[g.i].toPrecision(4); // 0.9996, not a saturated 1.000
     fig.appendChild(cap);
     fig.title = "show candidate " + (g.i + 1) + " on the slide";
     fig.dataset.i = g.i;
@@ -228,10 +274,22 @@
     document.getElementById("count-tissue").textContent = D.tissue_area_mm2.toFixed(2) + " mm²";
     document.getElementById("count-per-mm2").textContent = num(entry.per_mm2, 2);
     const h = entry.hotspot;
-    document.getElementById("count-hotspot-label").textContent = "hotspot (" + D.hotspot.area_mm2 + " mm² " + D.hotspot.shape + ")";
+    document.getElementById("count-hotspot-label").textContent = "hotspot (" + +D.hotspot.area_mm2.toPrecision(4) + " mm² " + D.hotspot.shape + ")";
     document.getElementById("count-hotspot").textContent = h === null ? "–" : h.count;
     document.getElementById("count-hotspot-per-mm2").textContent = h === null ? "–" : h.per_mm2.toFixed(2);
     document.getElementById("count-score").textContent = entry.score === null ? "–" : entry.score;
+    document.getElementById("count-hotspot-tissue").textContent = h === null ? "–" : +h.in_tissue_mm2.toPrecision(4) + " mm² (" + Math.round(100 * h.tissue_share) + "%)";
+    document.getElementById("count-hotspot-tissue-density").textContent = h === null || h.per_mm2_of_tissue === null ? "–" : h.per_mm2_of_tissue.toFixed(2);
+    if (h !== null && h.per_fields) document.getElementById("count-hotspot").textContent = h.per_fields;
+    const notes = document.getElementById("count-notes");
+    notes.textContent = "";
+    for (const text of entry.notes) notes.appendChild(document.createElement("li")).textContent = text;
+    spotLabel.style.display = hotspot.style.display;
+    if (h !== null) {
+      spotLabel.setAttribute("x", h.cx);
+      spotLabel.setAttribute("y", h.cy - D.hotspot.ry);
+      spotLabel.textContent = h.count + (h.tissue_share < 0.9 ? " (" + Math.round(100 * h.tissue_share) + "% tissue)" : "");
+    }
     hotspot.style.display = h === null ? "none" : "";
     if (h !== null) {
       const rx = D.hotspot.rx, ry = D.hotspot.ry;
@@ -246,7 +304,9 @@
   slider.addEventListener("input", update);
   document.getElementById("show-below").addEventListener("change", (e) => overlay.classList.toggle("hide-n", !e.target.checked));
 
+  // What the review mode (review_mode.js) builds on.
+  Object.assign(V, { D, P, n, view, viewer, world, dots, render, centreOn, goTo, ringRadius,
+    focused: () => focused, toWorld: (cx, cy) => { const b = viewer.getBoundingClientRect(); return [view.x + (cx - b.left) / view.s, view.y + (cy - b.top) / view.s]; } });
   update();
   fit();
-  document.body.dataset.ready = "1"; // for tests and scripts: the page has drawn itself
 })();

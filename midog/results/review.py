@@ -16,10 +16,12 @@ crops/, thumb.jpg), index.html for the cohort.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
 import shutil
+from urllib.parse import quote
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -32,7 +34,7 @@ from ..config import REFERENCE
 from ..detector.detections import Detections, Thumbnail
 from .count import THUMBNAIL_SIDE, CountOptions, count_in_tissue, tissue_map
 from ..errors import UsageError
-from .hotspot import TissueMap, region_size
+from .hotspot import Growing, TissueMap, region_size
 from .reader import at_threshold
 from . import review_tiles as tiles
 
@@ -49,6 +51,7 @@ class ReviewOptions:
     gallery: int = 200  # crops of the best-scoring candidates; the page stays light on big slides
     threshold: float | None = None  # where the slider starts; None: the detector's operating point
     progress: bool = True
+    review_floor: float | None = None  # candidates offered for review: p >= this; None: the candidate threshold
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,33 @@ class ReviewEntry:
     threshold: float | None = None
     error: str | None = None
     notes: tuple[str, ...] = ()  # warnings for the command to show
+    review_key: str | None = None  # where the page keeps its decisions in the browser, for the index's progress
+    offered: int | None = None  # candidates offered for review
+    hotspot_area: str | None = None  # e.g. "2 mm² circle", for the index's header
+
+
+def url(name: str) -> str:
+    """A file name as a relative URL: "./" first, so that a name like "javascript:..." is a
+    path and not a scheme, and quoted, so that "#" or "?" in it are part of the name."""
+    return "./" + quote(name)
+
+
+def result_hash(found: Detections, source: str | Path) -> str:
+    """The content hash the page keys its decisions by: the result file's bytes, else the points."""
+    path = Path(source) if source else None
+    if path is not None and path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(found.xy_mm, np.float64).tobytes()).hexdigest()
+
+
+def review_order(found: Detections, floor: float | None) -> list[int]:
+    """The candidates offered for review: those at or above the floor, best first; every
+    point, in file order, when the result has no probabilities."""
+    if not _thresholded(found):
+        return list(range(len(found)))
+    floor = REFERENCE.candidate_threshold if floor is None else floor
+    order = _gallery_order(found)
+    return [int(i) for i in order if found.scores[i] >= floor]
 
 
 def _thresholded(found: Detections) -> bool:
@@ -79,8 +109,10 @@ def _summary_entry(summary: dict[str, Any], spacing: tuple[float, float]) -> dic
         "hotspot": None if spot is None else {
             "cx": spot["center_mm"][0] / spacing[0], "cy": spot["center_mm"][1] / spacing[1],
             "count": spot["count"], "per_mm2": spot["per_mm2"], "in_tissue_mm2": spot["area_in_tissue_mm2"],
+            "tissue_share": spot["tissue_share"], "per_mm2_of_tissue": spot["per_mm2_of_tissue"], "per_fields": spot.get("per_fields"),
         },
         "score": summary["score"],
+        "notes": summary["notes"],
     }
 
 
@@ -95,17 +127,20 @@ def counts_by_threshold(found: Detections, tissue: TissueMap, options: CountOpti
     if not _thresholded(found):
         return [None], [_summary_entry(count_in_tissue(found, tissue, options).summary, spacing)]
     # The figures at a higher threshold are a subset of those at a lower one, so a set is
-    # named by its size: each distinct set is counted (and its hotspot searched) once.
+    # named by its size: each distinct set is counted (and its hotspot searched) once, from
+    # the highest threshold down, each search starting from the last one's hotspot and
+    # searching only what the new figures can change (find_hotspot's grown sets: exact).
     in_tissue = tissue.contains(found.xy_mm) if len(found) else np.zeros(0, bool)
     scores = found.scores.astype(np.float64)
     cache: dict[int, dict[str, Any]] = {}
-    entries = []
-    for t in tqdm(SLIDER_THRESHOLDS, desc=f"{Path(source).name} hotspots", unit="threshold", disable=not progress, leave=False):
+    entries: list[dict[str, Any]] = []
+    growing = Growing(found.xy_mm, tissue, options.shape, options.area_mm2)
+    for t in tqdm(SLIDER_THRESHOLDS[::-1], desc=f"{Path(source).name} hotspots", unit="threshold", disable=not progress, leave=False):
         n = int(((scores > t) & in_tissue).sum())
         if n not in cache:
-            cache[n] = _summary_entry(count_in_tissue(at_threshold(found, t, source), tissue, options).summary, spacing)
+            cache[n] = _summary_entry(count_in_tissue(at_threshold(found, t, source), tissue, options, growing).summary, spacing)
         entries.append(cache[n])
-    return list(SLIDER_THRESHOLDS), entries
+    return list(SLIDER_THRESHOLDS), entries[::-1]
 
 
 def tissue_path(tissue: TissueMap, spacing: tuple[float, float]) -> str:
@@ -156,7 +191,12 @@ def review_slide(found: Detections, image: Path, out_dir: Path, name: str, optio
             (partial / "thumb.jpg").write_bytes(tiles.thumbnail_jpeg(thumbnail))
             start = start_index(thresholds, options.threshold)
             at = entries[start]
-            entry = ReviewEntry(name, f"{name}.html", f"{files.name}/thumb.jpg", at["figures"], at["per_mm2"], (at["hotspot"] or {}).get("count"), at["score"], thresholds[start])
+            review = {"hash": result_hash(found, source), "order": review_order(found, options.review_floor),
+                      "floor": (REFERENCE.candidate_threshold if options.review_floor is None else options.review_floor) if _thresholded(found) else None,
+                      "labels_file": f"{Path(image.name).stem}.labels.json"}
+            entry = ReviewEntry(name, url(f"{name}.html"), url(f"{files.name}/thumb.jpg"), at["figures"], at["per_mm2"], (at["hotspot"] or {}).get("count"), at["score"],
+                                thresholds[start], review_key=f"midog-review:{review['hash']}", offered=len(review["order"]),
+                                hotspot_area=f"{options.count.area_mm2:.4g} mm² {options.count.shape}")
             (partial / ENTRY).write_text(json.dumps(vars(entry)))
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -165,6 +205,7 @@ def review_slide(found: Detections, image: Path, out_dir: Path, name: str, optio
     shutil.rmtree(files, ignore_errors=True)
     partial.rename(files)
     data = page_data(found, tissue, size, levels, wanted, thresholds, entries, start, options, name, image, crops, order)
+    data["review"] = review
     write_text_atomic(out_dir / f"{name}.html", render_page(data))
     return entry
 
@@ -190,7 +231,7 @@ def page_data(found: Detections, tissue: TissueMap, size: tuple[int, int], level
         "name": name,
         "image": image.name,
         "width": size[0], "height": size[1], "spacing_mm": list(spacing),
-        "tile": tiles.TILE_PX, "ext": tiles.FORMATS[options.tile_format], "tiles": f"{name}_files/tiles",
+        "tile": tiles.TILE_PX, "ext": tiles.FORMATS[options.tile_format], "tiles": url(f"{name}_files/tiles"),
         "levels": [
             {"ds": lv.downsample, "w": lv.width, "h": lv.height, "cols": lv.cols, "rows": lv.rows,
              "have": None if w.all() else "".join("1" if v else "0" for v in w.ravel())}
@@ -199,13 +240,14 @@ def page_data(found: Detections, tissue: TissueMap, size: tuple[int, int], level
         "points": {
             "x": [round(float(v), 1) for v in xy[:, 0]], "y": [round(float(v), 1) for v in xy[:, 1]],
             "p": None if not _thresholded(found) else found.scores.astype(np.float64).tolist(),
-            "mitotic": [int(v) for v in found.mitotic()], "tissue": [int(v) for v in in_tissue],
+            "mitotic": [int(v) for v in found.mitotic], "tissue": [int(v) for v in in_tissue],
         },
         "thresholds": thresholds, "counts": entries, "start": start,
         "hotspot": {"shape": options.count.shape, "area_mm2": options.count.area_mm2, "rx": reach / spacing[0], "ry": reach / spacing[1]},
         "tissue_area_mm2": tissue.area_mm2(),
+        "thumb": url(f"{name}_files/thumb.jpg"),
         "tissue_path": tissue_path(tissue, spacing),
-        "gallery": [{"i": int(i), "src": f"{name}_files/crops/{c}"} for i, c in zip(order.tolist(), crops)],
+        "gallery": [{"i": int(i), "src": url(f"{name}_files/crops/{c}")} for i, c in zip(order.tolist(), crops)],
         "gallery_total": len(found),
     }
 
@@ -223,6 +265,7 @@ def render_page(data: dict[str, Any]) -> str:
     page = _asset("review_page.html")
     return (page.replace("{{TITLE}}", html.escape(f"{data['name']}: midog review"))
             .replace("{{CSS}}", _asset("review.css"))
+            .replace("{{JS_REVIEW}}", _asset("review_mode.js"))
             .replace("{{JS}}", _asset("review.js"))
             .replace("{{DATA}}", _script_json(data)))
 

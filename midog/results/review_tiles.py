@@ -23,7 +23,7 @@ import numpy as np
 from ..atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
-    from ..slides.readers import Slide
+    from ..slides.slide import Slide
 
 TILE_PX = 256
 FORMATS = {"jpeg": ".jpg", "png": ".png"}

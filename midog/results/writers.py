@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..detector.detections import Detections
+from ..errors import MidogError
+from .challenge import as_written, multiple_points
 from .count import THUMBNAIL_SIDE, CountOptions, count, describe
 from .exports import FORMATS, ExportOptions, export, identity
 from .sidecar import ResultInfo, write_info
@@ -49,12 +51,18 @@ def write_result(detections: Detections, target: Path, style: str, extras: Extra
     image_name = detections.image.name if detections.image is not None else None
     write_info(target, ResultInfo(detections.spacing_mm, detections.image_size, detections.offset_px, image_name,
                                   weights_sha256, float(detections.threshold), style))
-    write_json_atomic(target, detections.to_json(style))
+    write_json_atomic(target, multiple_points(detections, style))
     if not extras:
         return ""
-    written = detections.as_written(style)  # what the file says: the extras derive from that
-    options = ExportOptions(extras.qupath_objects, extras.qupath_bounds, identity(target, image_name))
-    notes = [str(export(written, fmt, target.with_suffix(FORMATS[fmt]), options)) for fmt in extras.exports]
+    written = as_written(detections, style)  # what the file says: the extras derive from that
+    options = ExportOptions(extras.qupath_objects, extras.qupath_bounds, identity(target, image_name), weights_sha256)
+    notes, refused = [], None
+    for fmt in extras.exports:
+        try:
+            path = export(written, fmt, target.with_suffix(FORMATS[fmt]), options)
+            notes.append(str(path) if path is not None else f"no {fmt} (no points)")
+        except MidogError as exc:  # dicom-ann of a TIFF slide: the other extras are still written
+            refused = refused or exc
     if extras.count is not None:
         counted = count(written, extras.count)
         write_json_atomic(target.with_name(target.stem + ".count.json"), counted.summary)
@@ -71,4 +79,6 @@ def write_result(detections: Detections, target: Path, style: str, extras: Extra
         entry = review_slide(written, detections.image, folder, target.stem, ReviewOptions(extras.review, progress=False), target)
         index_folder(folder)
         notes.append(str(folder / entry.page))
+    if refused is not None:
+        raise refused
     return "; ".join(notes)

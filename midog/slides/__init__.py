@@ -4,9 +4,9 @@ beside it pixel types, spacing, cost limits, TIFF structure checks and the tissu
 
 from __future__ import annotations
 
-from .readers import OPENSLIDE_SUFFIXES, TiffSlide, check_file, open_slide
+from .readers import TiffSlide, check_file, open_slide
 from .slide import ArraySlide, Slide
-from .wsi import OpenSlideSlide
+from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["ArraySlide", "DEFAULT_LIMITS", "Limits", "OPENSLIDE_SUFFIXES", "OpenSlideSlide", "Slide", "TiffSlide", "check_file", "open_slide"]

@@ -8,9 +8,9 @@ memory stays bounded by the tiles in flight, not the slide's size. The pieces li
 this module, one concern each: `pixels` (one conversion rule per pixel type), `spacing`
 (where spacing comes from and when it is plausible), `limits` (what an image may cost) and
 `tiff_layout` (series choice, sparse and truncated chunks). Any file that fails a check is
-an `ImageError` naming the file and the problem. Their public names are importable from
-here as well, with the other readers': `slide` (the `Slide` interface, and `ArraySlide` for
-images held whole) and `wsi` (vendor whole-slide formats through openslide).
+an `ImageError` naming the file and the problem. The other readers live beside it: `slide`
+(the `Slide` interface, and `ArraySlide` for images held whole) and `wsi` (vendor
+whole-slide formats through openslide).
 """
 
 from __future__ import annotations
@@ -28,47 +28,15 @@ import numpy as np
 
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
-from .pixels import cmyk_to_rgb, high_bit_shift, tiff_converter, to_rgb_uint8, ycbcr_to_rgb
-from .spacing import (
-    PLAUSIBLE_MPP,
-    RESOLUTION_UNITS_MM,
-    SPACING_TOLERANCE,
-    _number,
-    check_spacing,
-    mpp_spacing,
-    page_spacing_mm,
-    tiff_spacing_mm,
-)
+from . import chunks
+from .pixels import tiff_converter, to_rgb_uint8
+from .dicom import DicomSlide, is_dicom, is_wsi_file
 from .slide import ArraySlide, Slide
+from .spacing import FileSpacing, decide_spacing, mpp_property_mm, page_spacing_mm
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
 from .wsi import OPENSLIDE_SUFFIXES, OpenSlideSlide, is_vendor_wsi
 
-__all__ = [
-    "DEFAULT_LIMITS",
-    "OPENSLIDE_SUFFIXES",
-    "PLAUSIBLE_MPP",
-    "RESOLUTION_UNITS_MM",
-    "SPACING_TOLERANCE",
-    "ArraySlide",
-    "Limits",
-    "OpenSlideSlide",
-    "Slide",
-    "TiffSlide",
-    "check_chunks",
-    "check_file",
-    "check_spacing",
-    "cmyk_to_rgb",
-    "high_bit_shift",
-    "mpp_spacing",
-    "open_slide",
-    "page_spacing_mm",
-    "pick_series",
-    "sparse_grid",
-    "tiff_converter",
-    "tiff_spacing_mm",
-    "to_rgb_uint8",
-    "ycbcr_to_rgb",
-]
+__all__ = ["TiffSlide", "check_file", "open_slide"]
 
 WHITE = 255  # what missing (sparse) TIFF tiles read as: glass, i.e. background
 
@@ -85,7 +53,7 @@ class _Band:
 class TiffSlide(Slide):
     """Any TIFF, decoded strip by strip or tile by tile for just the region asked for."""
 
-    def __init__(self, path: Path, mpp: float | None, readers: int = 1, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, path: Path, readers: int = 1, limits: Limits = DEFAULT_LIMITS) -> None:
         import tiffslide
         import zarr
 
@@ -107,29 +75,29 @@ class TiffSlide(Slide):
         self._zarr = None
         if self._index != 0 or series.axes not in ("YXS", "YX"):
             self._zarr = zarr.open(series.aszarr(level=0), mode="r")
-        if mpp is not None:
-            self.spacing_mm = mpp_spacing(path, mpp, f"{limits.mpp_option or 'the given spacing'}", limits)
-        else:
-            tags = page_spacing_mm(page, path)
-            if tags is None and self._zarr is None:  # e.g. SVS: resolution in the description
-                raw = self._properties().get("tiffslide.mpp-x")
-                if raw is not None:
-                    raw_y = self._properties().get("tiffslide.mpp-y") or raw
-                    tags = check_spacing(path, (_number(path, raw) / 1000.0, _number(path, raw_y) / 1000.0), "the slide's MPP property", limits)
-            if tags is None:
-                raise ImageError(path, f"no resolution tags (XResolution/ResolutionUnit), so no pixel spacing{limits.mpp_hint()}")
-            self.spacing_mm = check_spacing(path, tags, "the resolution tags", limits)
-        # Strips span the full width: reading tile by tile would decode every strip once per
-        # tile column (16 times for a MIDOG region). Full-width bands are decoded once and
-        # kept while the tiles of that row are read; a few bands bound the memory.
-        self._striped = not page.is_tiled
+        # Overlapping network tiles share stored strips and tiles: the common layouts decode
+        # each once through a small cache of decoded chunks (chunks.ChunkCache).
+        self._chunks = chunks.ChunkCache(path, page, self._convert, readers) if self._zarr is None and chunks.supported(page, series) else None
+        # Otherwise strips, which span the full width, are read as full-width bands, decoded
+        # once and kept while the tiles of that row are read (rather than once per tile
+        # column, 16 times for a MIDOG region); a few bands bound the memory.
+        self._striped = not page.is_tiled and self._chunks is None
         # One band per reading thread plus spares: fewer and concurrent readers evict bands
         # still in use and decode them again and again (measured: 3.5x slower end to end on a
         # GPU with 8 readers and 4 bands). A band of a 50 000 px wide strip TIFF is 77 MB.
         self.max_bands = readers + 2
         self._bands: OrderedDict[tuple[int, int], _Band] = OrderedDict()
         self._lock = threading.Lock()
-        self.read_region(0, 0, 1, 1)  # fail here, with the file named, on an unsupported pixel layout
+
+    def file_spacing(self) -> FileSpacing:
+        tags = page_spacing_mm(self._page, self.path)
+        if tags is not None:
+            return FileSpacing(tags, "the resolution tags")
+        if self._zarr is None:  # e.g. SVS: resolution in the description
+            raw = self._properties().get("tiffslide.mpp-x")
+            if raw is not None:
+                return FileSpacing(mpp_property_mm(self.path, raw, self._properties().get("tiffslide.mpp-y")), "the slide's MPP property")
+        return FileSpacing(None, missing="no resolution tags (XResolution/ResolutionUnit), so no pixel spacing")
 
     def _properties(self) -> dict[str, Any]:
         try:
@@ -191,6 +159,10 @@ class TiffSlide(Slide):
             rgb[max(0, y0) : max(0, y0 + ch), max(0, x0) : max(0, x0 + cw)] = WHITE
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self._chunks is not None:
+            if self.is_blank(x, y, w, h):
+                return np.full((h, w, 3), WHITE, np.uint8)
+            return self._chunks.read(x, y, w, h)
         if not self._striped:
             return self._read(x, y, w, h)
         # The cache lock is held only to find a band's entry; decoding happens under the
@@ -205,6 +177,26 @@ class TiffSlide(Slide):
             if band.pixels is None:
                 band.pixels = self._read(0, y, self.width, h)
         return band.pixels[:, x : x + w]
+
+    def gpu_jpeg_tiles(self, device: Any) -> Any:
+        """A `gpu_jpeg.GpuJpegTiles` reading level 0 on `device` when it is a CUDA device, a
+        GPU JPEG decoder is installed and this file's JPEG tiles decode there as here; else None."""
+        if self._zarr is not None or self._chunks is None:
+            return None
+        from .gpu_jpeg import GpuJpegTiles
+
+        return GpuJpegTiles.open(self.path, self._page, device, reference=self.read_region)
+
+    def prepare(self, regions: list[tuple[int, int, int, int]]) -> None:
+        if self._chunks is not None:
+            self._chunks.warm([r for r in regions if not self.is_blank(*r)])
+
+    def read_into(self, out: np.ndarray, x: int, y: int) -> np.ndarray:
+        h, w = out.shape[:2]
+        if self._chunks is not None and not self.is_blank(x, y, w, h):
+            return self._chunks.read(x, y, w, h, out)
+        out[:] = self.read_region(x, y, w, h)
+        return out
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         if self._zarr is not None:  # no pyramid reader: stride over the image in bands
@@ -245,6 +237,8 @@ class TiffSlide(Slide):
         return self._convert(region)
 
     def close(self) -> None:
+        if self._chunks is not None:
+            self._chunks.close()
         self._slide.close()
 
 
@@ -313,19 +307,24 @@ def check_file(path: Path) -> None:
 
 
 def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, limits: Limits = DEFAULT_LIMITS) -> Slide:
-    """Open an image for detection. `mpp` (micrometres per pixel) overrides the file's spacing
+    """Open an image for detection. The spacing is decided here, once, for every reader
+    (`spacing.decide_spacing`): `mpp` (micrometres per pixel) overrides the file's spacing
     and is required when the file has none: pixels are never written as millimetres.
     `readers` is how many threads will read regions at once; `limits` bound what it may cost."""
     path = Path(path)
+    if path.is_dir() and is_dicom(path):  # a folder holding one DICOM slide's files
+        return _dicom_slide(path, mpp, limits)
     check_file(path)
+    if path.suffix.lower() not in {".tif", ".tiff"} and is_wsi_file(path):
+        return _dicom_slide(path, mpp, limits)
     check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):
-        return OpenSlideSlide(path, mpp, limits)
+        return _with_spacing(OpenSlideSlide(path, limits), mpp, limits)
 
     if suffix in {".tif", ".tiff"} and _is_tiff(path):
         try:
-            return TiffSlide(path, mpp, readers, limits)
+            return _with_spacing(TiffSlide(path, readers, limits), mpp, limits)
         except ImageError:
             raise
         except MemoryError:
@@ -335,13 +334,25 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
 
     pixels, sitk_spacing = _read_sitk(path, limits)
     pixels = to_rgb_uint8(pixels, path)
-    if mpp is not None:
-        spacing = mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
-    elif sitk_spacing != (1.0, 1.0):
-        spacing = check_spacing(path, sitk_spacing, "the image header", limits)  # MHA and friends store mm
-    else:
-        raise ImageError(path, f"no pixel spacing in the file{limits.mpp_hint()}")
-    return ArraySlide(path, pixels, spacing)
+    # SimpleITK reports (1, 1) for a file without spacing; MHA and friends store mm.
+    said = FileSpacing(sitk_spacing, "the image header") if sitk_spacing != (1.0, 1.0) else FileSpacing(None)
+    return _with_spacing(ArraySlide(path, pixels, said), mpp, limits)
+
+
+def _with_spacing(slide: Slide, mpp: float | None, limits: Limits) -> Slide:
+    """`slide` with its spacing decided and its first pixel read (to fail here, with the file
+    named, on an unsupported pixel layout); closed when refused."""
+    try:
+        slide.spacing_mm = decide_spacing(slide.path, mpp, slide.file_spacing, limits)
+        slide.read_region(0, 0, 1, 1)
+    except BaseException:
+        slide.close()
+        raise
+    return slide
+
+
+def _dicom_slide(path: Path, mpp: float | None, limits: Limits) -> Slide:
+    return _with_spacing(DicomSlide(path, limits), mpp, limits)
 
 
 def _is_tiff(path: Path) -> bool:

@@ -7,20 +7,39 @@ from pathlib import Path
 
 import numpy as np
 
+from .spacing import FileSpacing
+
 __all__ = ["ArraySlide", "Slide"]
 
 
 class Slide:
-    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel."""
+    """An RGB image of `width` x `height` pixels with `spacing_mm` (x, y) per pixel.
+
+    A reader reports what its file says of the spacing (`file_spacing`); `open_slide`
+    decides `spacing_mm` from that and any override, in one place."""
 
     path: Path
     width: int
     height: int
     spacing_mm: tuple[float, float]
 
+    def file_spacing(self) -> FileSpacing:
+        """What the file says of its pixel spacing, unchecked; read only when needed."""
+        raise NotImplementedError
+
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Pixels [y:y+h, x:x+w] as (h, w, 3) uint8; the region must lie inside the image."""
         raise NotImplementedError
+
+    def prepare(self, regions: list[tuple[int, int, int, int]]) -> None:
+        """A hint that the (x, y, w, h) `regions` are read next; readers that cache decoded
+        chunks decode what no other thread is decoding yet."""
+
+    def read_into(self, out: np.ndarray, x: int, y: int) -> np.ndarray:
+        """`read_region` of out's size at (x, y), written into `out` (a staging buffer) and
+        returned; readers that assemble regions themselves skip the intermediate copy."""
+        out[:] = self.read_region(x, y, out.shape[1], out.shape[0])
+        return out
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         """A low-resolution RGB view and its downsample factor, for tissue detection."""
@@ -65,11 +84,14 @@ class Slide:
 class ArraySlide(Slide):
     """An image held whole in memory (SimpleITK formats and small images)."""
 
-    def __init__(self, path: Path, pixels: np.ndarray, spacing_mm: tuple[float, float]) -> None:
+    def __init__(self, path: Path, pixels: np.ndarray, said: FileSpacing) -> None:
         self.path = path
         self.pixels = pixels
         self.height, self.width = pixels.shape[:2]
-        self.spacing_mm = spacing_mm
+        self._said = said
+
+    def file_spacing(self) -> FileSpacing:
+        return self._said
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         return self.pixels[y : y + h, x : x + w]

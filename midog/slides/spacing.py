@@ -1,11 +1,15 @@
-"""Pixel spacing: where it is read from (TIFF resolution tags, a slide's MPP property, a
-user's --mpp) and the plausibility rules every spacing passes before it reaches an output."""
+"""Pixel spacing: where it is read from (TIFF resolution tags, a slide's MPP property, an
+image header, a user's --mpp), the plausibility rules every spacing passes before it
+reaches an output, and the one rule that decides an image's spacing (`decide_spacing`:
+the override, else what the file says, else refuse), applied by `readers.open_slide`.
+Readers only report what their file says (`FileSpacing`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config.checks import PLAUSIBLE_MPP
 from ..errors import ImageError
@@ -97,8 +101,35 @@ def page_spacing_mm(page: Any, path: Path | None = None) -> tuple[float, float] 
     return (unit_mm / xv, unit_mm / yv)
 
 
-def _number(path: Path, raw: Any) -> float:
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise ImageError(path, f"the slide's MPP property {raw!r} is not a number") from None
+def mpp_property_mm(path: Path, raw_x: Any, raw_y: Any | None) -> tuple[float, float]:
+    """A slide's MPP properties (micrometres per pixel, text; y defaults to x) in mm per pixel."""
+    def number(raw: Any) -> float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ImageError(path, f"the slide's MPP property {raw!r} is not a number") from None
+
+    return number(raw_x) / 1000.0, number(raw_y if raw_y else raw_x) / 1000.0
+
+
+@dataclass(frozen=True)
+class FileSpacing:
+    """What a file says about its pixel spacing: (x, y) in mm and where it says so
+    (`source`, as refusals quote it), or None and the reader's words for its absence."""
+
+    spacing_mm: tuple[float, float] | None
+    source: str = ""
+    missing: str = "no pixel spacing in the file"
+
+
+def decide_spacing(path: Path, mpp: float | None, reported: Callable[[], FileSpacing], limits: Limits = DEFAULT_LIMITS) -> tuple[float, float]:
+    """The image's spacing: `mpp` (micrometres per pixel) when given, which overrides the
+    file (whose resolution is then not even read: a broken header does not stop a user who
+    gives the real spacing); else what the file says; else refused, since pixels are never
+    written as millimetres. Either way checked for plausibility."""
+    if mpp is not None:
+        return mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
+    said = reported()
+    if said.spacing_mm is None:
+        raise ImageError(path, f"{said.missing}{limits.mpp_hint()}")
+    return check_spacing(path, said.spacing_mm, said.source, limits)

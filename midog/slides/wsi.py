@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
 from .slide import Slide
-from .spacing import _number, check_spacing, mpp_spacing
+from .spacing import FileSpacing, mpp_property_mm
 
 __all__ = ["OPENSLIDE_SUFFIXES", "OpenSlideSlide", "is_vendor_wsi"]
 
@@ -22,7 +22,7 @@ class OpenSlideSlide(Slide):
 
     is_whole_slide = True
 
-    def __init__(self, path: Path, mpp: float | None, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         import openslide
 
         try:
@@ -32,16 +32,15 @@ class OpenSlideSlide(Slide):
         self.path = path
         self.width, self.height = self._slide.dimensions
         limits.check_pixels(path, self.width, self.height)
-        if mpp is None:
-            props = self._slide.properties
-            raw = props.get(openslide.PROPERTY_NAME_MPP_X)
-            if raw is None:
-                raise ImageError(path, f"no pixel spacing (microns per pixel) in the slide{limits.mpp_hint()}")
-            raw_y = props.get(openslide.PROPERTY_NAME_MPP_Y) or raw
-            spacing = (_number(path, raw) / 1000.0, _number(path, raw_y) / 1000.0)
-            self.spacing_mm = check_spacing(path, spacing, "the slide's MPP property", limits)
-        else:
-            self.spacing_mm = mpp_spacing(path, mpp, limits.mpp_option or "the given spacing", limits)
+
+    def file_spacing(self) -> FileSpacing:
+        import openslide
+
+        props = self._slide.properties
+        raw = props.get(openslide.PROPERTY_NAME_MPP_X)
+        if raw is None:
+            return FileSpacing(None, missing="no pixel spacing (microns per pixel) in the slide")
+        return FileSpacing(mpp_property_mm(self.path, raw, props.get(openslide.PROPERTY_NAME_MPP_Y)), "the slide's MPP property")
 
     def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         region = np.asarray(self._slide.read_region((x, y), 0, (w, h)))

@@ -188,7 +188,7 @@ def validation_threshold(detector: Any, records: list, tolerance: float) -> Vali
     cands, gt = {}, {}
     for r in records:
         found = detector.detect(r.path, min_score=float(THRESHOLDS[0]))
-        mm = found.points_mm()
+        mm = found.xy_mm
         cands[r.file_name] = Candidates(np.column_stack([mm, np.zeros(len(mm))]), found.scores.astype(float), np.ones(len(mm), bool))
         gt[r.file_name] = ground_truth_mm(r, found.spacing_mm)
     sw = sweep(gt, cands, THRESHOLDS)
@@ -225,6 +225,7 @@ def score_model(cfg: ExperimentConfig, model: str, seed: int, run: RunConfig, su
 
     from ..atomic import write_json_atomic
     from ..detector import Detector
+    from ..results.challenge import multiple_points
     from ..evaluation.io import read_predictions
     from ..evaluation.report import write_outputs
     from ..evaluation.tables import evaluate
@@ -234,13 +235,13 @@ def score_model(cfg: ExperimentConfig, model: str, seed: int, run: RunConfig, su
     split = json.loads((out / "split.json").read_text())
     held = held_out_images(cfg, split)
     valid = [r for r in apply_split(training_dataset(run.data), split)["valid"] if r.labelled]
-    detector = Detector(out / "best.pth", device=run.device)
+    detector = Detector.from_weights(out / "best.pth", device=run.device)
     val = validation_threshold(detector, valid, cfg.plateau_tolerance)
     pred_dir = out.parent / f"{out.name}-predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     for name, path in tqdm(held.paths.items(), desc=f"{model} seed {seed}: held-out", unit="image", disable=not progress, leave=False):
         found = detector.detect(path, min_score=cfg.min_score)
-        write_json_atomic(pred_dir / f"{Path(name).stem}.json", found.to_json("2022", val.chosen), indent=1)
+        write_json_atomic(pred_dir / f"{Path(name).stem}.json", multiple_points(found.at_threshold(val.chosen), "2022"), indent=1)
     # Read back from the files, exactly as `midog evaluate --predictions` does.
     found = read_predictions(pred_dir)
     stems = {Path(n).stem: n for n in held.paths}

@@ -9,8 +9,6 @@ gives the most robust choice rather than its edge.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,22 +22,11 @@ from .data import ImageRecord
 THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2)
 
 
-@contextlib.contextmanager
-def training_backend_kept() -> Iterator[None]:
-    """The Detector sets cuDNN/TF32 flags for exact float32 inference; a training run's own
-    settings must hold again once validation is done."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
-
-
 def validation_detector(model: torch.nn.Module, config: DetectorConfig = REFERENCE) -> Detector:
     """The inference core around the model being trained, as `midog detect` runs it
     (float32, BatchNorm folded into a copy): validation scores exactly the outputs that the
     saved checkpoint will give. Any --amp applies to training steps only."""
-    return Detector.from_model(model, config=config)
+    return Detector(model, config=config)
 
 
 def predict_image(detector: Detector, record: ImageRecord, min_score: float = 0.05) -> Detections:
@@ -110,12 +97,11 @@ def evaluate_images(
     min_score: float = 0.05,
 ) -> DetectionMetrics:
     candidates, gt, scanners = {}, {}, {}
-    with training_backend_kept():
-        detector = validation_detector(model, config)
-        for r in records:
-            found = predict_image(detector, r, min_score)
-            mm = found.points_mm()
-            candidates[r.file_name] = (np.column_stack([mm, np.zeros(len(mm))]), found.scores)
-            gt[r.file_name] = ground_truth_mm(r, found.spacing_mm)
-            scanners[r.file_name] = r.scanner
+    detector = validation_detector(model, config)  # its GPU precision flags apply to its own forward only
+    for r in records:
+        found = predict_image(detector, r, min_score)
+        mm = found.xy_mm
+        candidates[r.file_name] = (np.column_stack([mm, np.zeros(len(mm))]), found.scores)
+        gt[r.file_name] = ground_truth_mm(r, found.spacing_mm)
+        scanners[r.file_name] = r.scanner
     return detection_metrics(candidates, gt, scanners)
