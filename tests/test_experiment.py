@@ -195,6 +195,7 @@ def test_report_tables_on_crafted_predictions_match_midog_evaluate(tmp_path: Pat
             ev = evaluate(gt, {f"{s}.tiff": c for s, c in found.items()}, domains, 0.5, False, 30, seed)
             val = ValidationCurve(np.array([0.5]), np.array([1.0]), {}, 0.5)
             run = tmp_path / "exp" / f"seed{seed}" / model
+            write_json_atomic(run.parent / f"{model}-heldout.json", {"ground_truth": {n: p.tolist() for n, p in gt.items()}, "domains": domains, "status": status, "threshold": 0.5})
             results.append(ModelResult(model, seed, run, {"best": {"epoch": 1}}, val, ev, pred, [], None))
     report = write_report(ExperimentResult(cfg, results, status, {}), tmp_path / "exp").read_text()
     table = _table1(report)
@@ -210,3 +211,16 @@ def test_report_tables_on_crafted_predictions_match_midog_evaluate(tmp_path: Pat
                 assert cell == f"{e[key]:.3f}", (model, name, key)
     assert "## Spread over seeds" in report and "mean ± sd" in report.split("## Spread over seeds")[1].split("##")[0]
     assert "Seed 1:" in report
+    # The findings read the seed means, not seed 0 alone.
+    found = report.split("## What was found")[1].split("##")[0]
+    assert "Read from the mean over seeds 0, 1." in found
+    f1 = {(r.model, r.seed): r.evaluation.all.values["f1_score"] for r in results}
+    for model in MODELS:
+        assert f"{model} {(f1[model, 0] + f1[model, 1]) / 2:.3f}" in found.split("**all scanners**")[1].split("\n")[0]
+    # The adaptation axis: the shifted scanners (B unlabelled, U unseen), 2 images each: K=1 reviewed, 1 scored.
+    axis = report.split("## Adaptation axis")[1].split("\n## ")[0]
+    for model in MODELS:
+        for sc in ("B", "U"):
+            assert f"| {model} | {sc} | 1 |" in axis
+    rows = json.loads((tmp_path / "exp" / "results.json").read_text())["adaptation"]
+    assert {r["arm"] for r in rows} == {"none", "calibrate K=1"} and all(r["f1"] <= r["best_f1"] + 1e-9 for r in rows)

@@ -90,6 +90,8 @@ COMMAND_MODULES = [
     "midog.commands.review",
     "midog.commands.labels",
     "midog.commands.experiment",
+    "midog.commands.calibrate",
+    "midog.commands.adapt",
 ]
 
 

@@ -10,7 +10,7 @@ import math
 from argparse import Namespace
 from dataclasses import asdict, dataclass, field, replace
 
-from .fields import build, given, namespace, option
+from .fields import build, given, namespace, option, option_dest
 from ..errors import MidogError
 
 
@@ -230,6 +230,9 @@ class RunConfig:
     standardize: bool = field(default=True, metadata=option(
         "no input standardisation: the network sees pixel / 255 without the channel mean/std (the paper's weak baseline)"))
     backbone: str = field(default="imagenet", metadata=option("imagenet (torchvision download), a resnet18 state_dict file, or none"))
+    init: str | None = field(default=None, metadata=option(
+        "fine-tune: start from these detector weights (every tensor; --backbone is then unused), with the "
+        "fine-tuning defaults docs/new-scanner.md lists for options not given", metavar="IN.pth"))
     device: str = field(default="auto", metadata=option("auto, cpu, cuda[:N]"))
     amp: str = field(default="off", metadata=option("mixed precision for the training steps (fp16 on CUDA, bf16 on CPU); validation runs in float32, as midog detect does", choices=["off", "bf16", "fp16", "auto"]))
     threads: int | None = field(default=None, metadata=option("torch CPU threads"))
@@ -240,9 +243,21 @@ class RunConfig:
         return asdict(self)
 
 
+# Fine-tuning (`midog train --init`): a short schedule at a fifth of the reference's learning
+# rate, so a few reviewed slides adjust the weights rather than retrain them; no domain loss,
+# since reviewed slides of one scanner give the domain classifier nothing to separate.
+FINE_TUNING = {"epochs": 5, "max_lr": 2e-5, "train_patches": 200, "val_patches": 50, "domain_weight": 0.0}
+
+
 def run_config_from(ns: Namespace) -> RunConfig:
     """The RunConfig of `midog train`'s parsed options: the given ones over the defaults,
-    the recipe flags over the recipe named by `ns.recipe`."""
+    the recipe flags over the recipe named by `ns.recipe`; with --init, FINE_TUNING's values
+    for the options not given."""
+    if getattr(ns, option_dest(RunConfig, "init"), None):
+        owners = {"epochs": OptimConfig, "max_lr": OptimConfig, "train_patches": SamplingConfig, "val_patches": SamplingConfig, "domain_weight": Recipe}
+        for name, value in FINE_TUNING.items():
+            if not hasattr(ns, option_dest(owners[name], name)):
+                setattr(ns, option_dest(owners[name], name), value)
     return build(RunConfig, ns, objective=make_recipe(getattr(ns, "recipe", "reference"), **given(Recipe, ns)))
 
 

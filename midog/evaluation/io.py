@@ -71,8 +71,9 @@ def read_predictions(directory: str | Path) -> dict[str, Candidates]:
     if not directory.is_dir():
         raise MidogError(f"{directory}: predictions folder not found")
     # `midog batch` writes its report beside the predictions; it is not one of them.
-    # Nor are the files midog writes beside each result: its sidecar and its count.
-    files = sorted(f for f in directory.glob("*.json") if f.name != "batch-report.json" and not f.name.endswith((".midog.json", ".count.json")))
+    # Nor are the files midog writes beside each result: its sidecar, its count and the
+    # review page's labels.
+    files = sorted(f for f in directory.glob("*.json") if f.name != "batch-report.json" and not f.name.endswith((".midog.json", ".count.json", ".labels.json")))
     if not files:
         raise MidogError(f"{directory}: no prediction files (<image stem>.json) in this folder")
     return {f.stem: read_prediction_file(f) for f in files}

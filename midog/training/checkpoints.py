@@ -55,6 +55,21 @@ def init_backbone(model: torch.nn.Module, spec: str) -> str:
     return spec
 
 
+def init_from(model: torch.nn.Module, path: str) -> str:
+    """Load detector weights (a `midog train` checkpoint, an exported or calibrated file, or
+    the published state_dict) into `model` strictly, to fine-tune them; returns what was used."""
+    from ..network.retinanet import read_state_dict
+
+    state, _ = read_state_dict(path)
+    expected = model.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) + [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if wrong:
+        raise MidogError(f"{path}: not RetinaNetDA weights to fine-tune ({', '.join(wrong[:4])} differ)")
+    # float16 files are widened: training runs in float32.
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return f"init {path}"
+
+
 def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     """An inference file from a checkpoint: the full state_dict (float16 when `half`) and
     the metadata, nothing else; `load_model` widens float16 back to float32."""

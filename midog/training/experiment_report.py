@@ -16,6 +16,7 @@ from ..atomic import write_json_atomic, write_text_atomic
 from ..evaluation.markdown import md_code, md_text
 from ..evaluation.metrics import rates
 from .experiment import MODELS, SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN, plateau_threshold
+from .experiment_adapt import adaptation_table, arm_means, calibration_arms
 from .experiment_plots import f1_by_threshold, plot_bootstrap, plot_curves, plot_f1_threshold
 
 STATUS_ORDER = (SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN)
@@ -103,10 +104,33 @@ def spread_table(results: list, status: dict[str, str], models: list[str]) -> st
     return _table(["Scanner"] + [f"{m} F1 mean ± sd (min-max)" for m in models], rows)
 
 
-def findings(first: list, status: dict[str, str], scanners: list[str]) -> list[str]:
-    """Statements read off the numbers; no model is assumed to win."""
-    per = {r.model: rows_of(r, status) for r in first}
-    out = []
+def mean_rows(results: list, status: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """model -> row name -> precision/recall/F1 and TP/FP/FN averaged over the seeds, with the
+    seeds' F1 values kept (`f1s`) for their range."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in dict.fromkeys(r.model for r in results):
+        per = [rows_of(r, status) for r in results if r.model == model]
+        rows = {}
+        for name in per[0]:
+            got = [p[name] for p in per if name in p]
+            row: dict[str, Any] = {}
+            for key in ("precision", "recall", "f1", "tp", "fp", "fn"):
+                vals = [g[key] for g in got if g[key] is not None]
+                row[key] = statistics.mean(vals) if vals else None
+            row["f1s"] = [g["f1"] for g in got if g["f1"] is not None]
+            rows[name] = row
+        out[model] = rows
+    return out
+
+
+def findings(results: list, status: dict[str, str], scanners: list[str]) -> list[str]:
+    """Statements read off the seed means (one seed: its numbers); no model is assumed to
+    win. Two models are called distinguishable on a scanner only when their seeds' F1 ranges
+    do not overlap (one seed: when their bootstrap 95% intervals do not)."""
+    seeds = sorted({r.seed for r in results})
+    per = mean_rows(results, status)
+    of = "mean over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
+    out = [f"Read from the {of}."]
     for name in [POOLED[s] for s in STATUS_ORDER if POOLED[s] in next(iter(per.values()))] + [ALL_SCANNERS]:
         f1 = {m: rows[name]["f1"] for m, rows in per.items() if rows[name]["f1"] is not None}
         if f1:
@@ -115,16 +139,23 @@ def findings(first: list, status: dict[str, str], scanners: list[str]) -> list[s
             ranking = ", ".join(f"{m} {v:.3f}" for m, v in sorted(f1.items(), key=lambda kv: -kv[1]))
             verdict = f"best: {best[0]}" if len(best) == 1 else f"tied: {', '.join(best)}"
             out.append(f"**{md_text(name)}**: F1 {ranking}; {verdict}.")
+    first = [r for r in results if r.seed == seeds[0]]
     for sc in scanners:
-        cis = {r.model: next(g for g in r.evaluation.groups if g.name == sc).ci95.get("f1_score") for r in first}
-        f1 = {m: per[m][sc]["f1"] for m in per if per[m][sc]["f1"] is not None}
+        f1 = {m: per[m][sc]["f1"] for m in per if sc in per[m] and per[m][sc]["f1"] is not None}
         if len(f1) < 2:
             continue
         order = sorted(f1, key=lambda m: -f1[m])
         a, b = order[0], order[1]
-        ca, cb = cis.get(a), cis.get(b)
-        overlap = ca is not None and cb is not None and ca[0] <= cb[1] and cb[0] <= ca[1]
-        verdict = "the bootstrap 95% intervals overlap: not distinguishable on these images" if overlap else "the bootstrap 95% intervals do not overlap"
+        if len(seeds) > 1:
+            ra, rb = per[a][sc]["f1s"], per[b][sc]["f1s"]
+            overlap = min(ra) <= max(rb) and min(rb) <= max(ra)
+            verdict = ("the seeds' F1 ranges overlap: not distinguishable with these seeds" if overlap
+                       else "the seeds' F1 ranges do not overlap")
+        else:
+            cis = {r.model: next(g for g in r.evaluation.groups if g.name == sc).ci95.get("f1_score") for r in first}
+            ca, cb = cis.get(a), cis.get(b)
+            overlap = ca is not None and cb is not None and ca[0] <= cb[1] and cb[0] <= ca[1]
+            verdict = "the bootstrap 95% intervals overlap: not distinguishable on these images" if overlap else "the bootstrap 95% intervals do not overlap"
         out.append(f"{md_text(sc)} ({status.get(sc, '?')}): {a} {f1[a]:.3f} vs {b} {f1[b]:.3f}; {verdict}.")
     bright = [s for s in scanners if status.get(s) == SEEN_UNLABELLED]
     if bright and "weak" in per:
@@ -132,7 +163,18 @@ def findings(first: list, status: dict[str, str], scanners: list[str]) -> list[s
         w = per["weak"][sc]
         others = ", ".join(f"{m} P {_fmt(per[m][sc]['precision'])} R {_fmt(per[m][sc]['recall'])}" for m in per if m != "weak")
         out.append(f"The weak baseline on {md_text(sc)} (the bright, low-contrast unlabelled scanner): precision {_fmt(w['precision'])}, "
-                   f"recall {_fmt(w['recall'])}, F1 {_fmt(w['f1'])} (TP {w['tp']}, FP {w['fp']}, FN {w['fn']}); {others}.")
+                   f"recall {_fmt(w['recall'])}, F1 {_fmt(w['f1'])} (TP {w['tp']:g}, FP {w['fp']:g}, FN {w['fn']:g}); {others}.")
+    return out
+
+
+def adaptation_findings(means: dict[str, dict[str, float]]) -> list[str]:
+    out = []
+    for model in dict.fromkeys(k.split(" ", 1)[0] for k in means):
+        arms = {k.split(" ", 1)[1]: v for k, v in means.items() if k.startswith(model + " ")}
+        # Arms with a larger K exist only for scanners with more held-out images: each mean
+        # says over how many scanner-seed rows it is taken.
+        cells = ", ".join(f"{a} F1 {v['f1']:.3f} (gap to best {v['gap']:.3f}; {v['n']:g} rows)" for a, v in arms.items())
+        out.append(f"{model}, over the shifted scanners and seeds: {cells}.")
     return out
 
 
@@ -172,7 +214,7 @@ def write_report(result: Any, out: Path) -> Path:
         "",
         "## What was found",
         "",
-        *[f"- {s}" for s in findings(first, status, scanners)],
+        *[f"- {s}" for s in findings(results, status, scanners)],
         "",
         f"## Table 1: precision (P), recall (R), F1 per scanner (seed {seeds[0]})",
         "",
@@ -199,6 +241,13 @@ def write_report(result: Any, out: Path) -> Path:
         cells = [f"{v['best']:.2f} ({v['distance']:+.2f}; F1 {_fmt(v['f1_best'])} vs {_fmt(v['f1_chosen'])})" if sc in t and (v := t[sc]) else "n/a" for sc in scanners]
         op_rows.append([f"{r.model} (seed {r.seed})", str(best.get("epoch", "?")), f"{r.validation.chosen:.2f}"] + cells)
     lines += [_table(["Model", "Selected epoch", "Chosen threshold"] + [md_text(s) for s in scanners], op_rows), "![F1 against threshold](f1_threshold.png)", ""]
+    adaptation = [row for r in results for row in calibration_arms(r, status, {s for s, st in status.items() if st != SEEN_LABELLED})]
+    lines += ["## Adaptation axis: calibrating on K reviewed images of each shifted scanner", "",
+              "Per shifted scanner, the first K held-out images in a seeded order are the reviewed ones (`midog calibrate`'s "
+              "rule); every arm is scored on the same later images, which none saw. F1 as the mean over seeds (range), "
+              "after \"at\" the mean threshold; best F1: those images' own best threshold. Label-free adaptation and "
+              "fine-tuning are not part of this axis.", "",
+              *adaptation_table(adaptation), *[f"- {x}" for x in adaptation_findings(arm_means(adaptation))], ""]
     lines += ["## UMAP of encoder features, coloured by scanner", ""]
     for r in first:
         if r.umap_png is not None:
@@ -216,7 +265,7 @@ def write_report(result: Any, out: Path) -> Path:
         "status": status, "models": models, "seeds": seeds,
         "rows": {f"seed {r.seed} {r.model}": rows_of(r, status) for r in results},
         "chosen_threshold": {f"seed {r.seed} {r.model}": r.validation.chosen for r in results},
-        "best_thresholds": thresholds, "seconds": result.seconds, "figures": list(figures),
+        "best_thresholds": thresholds, "seconds": result.seconds, "figures": list(figures), "adaptation": adaptation,
     }, indent=1)
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines))

@@ -40,7 +40,7 @@ import torch
 from ..atomic import atomic_path, write_text_atomic
 from ..config import REFERENCE, UNIT_NORMALISATION, AugmentConfig, DetectorConfig, OptimConfig, Recipe, RunConfig, make_recipe, run_config  # noqa: F401 - RunConfig, run_config: the API
 from ..errors import MidogError
-from .checkpoints import atomic_save, code_version, init_backbone
+from .checkpoints import atomic_save, code_version, init_backbone, init_from
 from .curves import plot_log
 from .schedule import OneCycle, grl_alpha
 
@@ -160,7 +160,7 @@ class Trainer:
         # --no-standardize the unit normalisation the weak baseline trains with.
         self.det_config = REFERENCE if cfg.standardize else dataclasses.replace(REFERENCE, **UNIT_NORMALISATION)
         self.model = RetinaNetDA(REFERENCE, detach_laterals=self.recipe.detach_laterals)
-        self.backbone = init_backbone(self.model, cfg.backbone)
+        self.backbone = init_from(self.model, cfg.init) if cfg.init else init_backbone(self.model, cfg.backbone)
         self.model.to(self.device)
         # Decoupled weight decay on every parameter (BatchNorm too), as fastai's true_wd/bn_wd.
         optim = cfg.optim

@@ -1,0 +1,111 @@
+"""The adaptation axis of `midog experiment`: what calibrating the operating point on K
+reviewed images of a shifted scanner buys each trained model.
+
+Per model, seed and shifted scanner (the unlabelled training scanner and the unseen ones):
+the scanner's held-out images in a seeded order; the first K (K = 1, 2, 4, where the
+scanner has more) are the reviewed images of the arm "calibrate K" (`midog calibrate`'s
+rule on their candidates), and every arm, "none" (the validation operating point)
+included, is scored on the same images after the largest K, which no arm saw. Beside each:
+those images' best threshold. No new inference: the held-out predictions hold every
+candidate down to the experiment's `min_score`.
+
+The label-free arm (`midog adapt`) and fine-tuning (`midog train --init`) need new
+inference and training per scanner and are not part of this axis (docs/new-scanner.md
+has their separate measurements).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..errors import MidogError
+
+KS = (1, 2, 4)
+
+
+def calibration_arms(result: Any, status: dict[str, str], shifted: set[str], ks: tuple[int, ...] = KS, n_bootstrap: int = 200) -> list[dict[str, Any]]:
+    """Rows {model, seed, scanner, arm, k, images, threshold, f1, best_f1, best_threshold}."""
+    from ..evaluation.ap import curve, sweep
+    from ..evaluation.io import read_predictions
+    from .calibrate import GRID, Reviewed, calibrate
+
+    held = json.loads((result.run_dir.parent / f"{result.run_dir.name}-heldout.json").read_text())
+    gt = {n: np.asarray(p, float).reshape(-1, 3) for n, p in held["ground_truth"].items()}
+    found = read_predictions(result.predictions_dir)
+    stems = {n.rsplit(".", 1)[0]: n for n in gt}
+    cands = {stems[s]: c for s, c in found.items() if s in stems}
+    floor = min((float(c.probability.min()) for c in cands.values() if len(c)), default=float(GRID[0]))
+    rows = []
+    for scanner in sorted(shifted):
+        names = sorted(n for n in cands if held["domains"].get(n) == scanner)
+        usable = [k for k in ks if k < len(names)]
+        if not usable:
+            continue
+        order = np.random.default_rng([result.seed, zlib.crc32(scanner.encode())]).permutation(len(names))
+        names = [names[i] for i in order]
+        scored = names[max(usable):]
+        grid = np.union1d(GRID[GRID >= floor - 1e-9], [result.validation.chosen])
+        sw = sweep(gt, {n: cands[n] for n in scored}, grid)
+        f1 = np.nan_to_num(curve(sw.totals(scored))[2])
+        best = int(np.argmax(f1))
+        base = {"model": result.model, "seed": result.seed, "scanner": scanner, "status": status.get(scanner, "?"),
+                "images": len(scored), "best_f1": float(f1[best]), "best_threshold": float(grid[best])}
+
+        def at(t: float) -> float:
+            return float(f1[int(np.argmin(np.abs(grid - t)))])
+
+        rows.append({**base, "arm": "none", "k": 0, "threshold": result.validation.chosen, "f1": at(result.validation.chosen)})
+        for k in usable:
+            reviewed = names[:k]
+            try:
+                cal = calibrate(Reviewed({n: gt[n] for n in reviewed}, {n: cands[n] for n in reviewed}, floor),
+                                result.validation.chosen, n_bootstrap=n_bootstrap, seed=result.seed)
+            except MidogError:  # reviewed images without a figure: nothing to calibrate on
+                continue
+            rows.append({**base, "arm": f"calibrate K={k}", "k": k, "threshold": cal.threshold, "f1": at(cal.threshold)})
+    return rows
+
+
+def adaptation_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per model and scanner, each arm's F1 as the mean over seeds (and the seeds'
+    range), beside the scored images' best; then the same pooled over the shifted scanners."""
+    if not rows:
+        return ["No shifted scanner has more than one held-out image: no calibration arm could be scored.", ""]
+    arms = sorted({r["arm"] for r in rows}, key=lambda a: (a != "none", a))
+    keys = sorted({(r["model"], r["scanner"]) for r in rows})
+    header = ["model", "scanner", "images scored"] + [f"{a}: F1 at threshold" for a in arms] + ["best F1"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for model, scanner in keys:
+        mine = [r for r in rows if r["model"] == model and r["scanner"] == scanner]
+        cells = []
+        for a in arms:
+            f = [r["f1"] for r in mine if r["arm"] == a]
+            t = [r["threshold"] for r in mine if r["arm"] == a]
+            cells.append(_mean_range(f) + (f" at {statistics.mean(t):.2f}" if t else ""))
+        best = [r["best_f1"] for r in mine if r["arm"] == "none"]
+        lines.append("| " + " | ".join([model, scanner, str(mine[0]["images"])] + cells + [_mean_range(best)]) + " |")
+    lines.append("")
+    return lines
+
+
+def arm_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per model and arm: F1 and gap to the best, averaged over shifted scanners and seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        key = f"{r['model']} {r['arm']}"
+        out.setdefault(key, {"f1": [], "gap": []})  # type: ignore[dict-item]
+        out[key]["f1"].append(r["f1"])  # type: ignore[union-attr]
+        out[key]["gap"].append(r["best_f1"] - r["f1"])  # type: ignore[union-attr]
+    return {k: {"f1": statistics.mean(v["f1"]), "gap": statistics.mean(v["gap"]), "n": len(v["f1"])} for k, v in out.items()}  # type: ignore[arg-type]
+
+
+def _mean_range(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    m = statistics.mean(values)
+    return f"{m:.3f}" if len(values) == 1 else f"{m:.3f} ({min(values):.3f}-{max(values):.3f})"
