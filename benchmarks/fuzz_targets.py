@@ -177,10 +177,8 @@ def _detections_json(style: str) -> dict:
 
     boxes = np.array([[10, 12, 60, 70], [100, 40, 150, 90]], float)
     found = Detections(boxes=boxes, scores=np.array([0.9, 0.5]), classes=np.zeros(2, np.int64), spacing_mm=SPACING_MM)
-    try:  # where the challenge JSON is made after the results layer's restructuring (main, issue 28)
-        from midog.results.challenge import multiple_points
-    except ImportError:
-        return found.to_json(style, 0.64)
+    from midog.results.challenge import multiple_points
+
     return multiple_points(found, style)
 
 

@@ -40,7 +40,7 @@ for _ in range(200):
     trip.append([(b[0] + b[2]) / 2 - c[0], (b[1] + b[3]) / 2 - c[1]])
 print("targets -> decoding, centre error (px) x, y: mean", np.mean(trip, 0).round(2).tolist(), flush=True)
 
-detector = Detector(Path(__file__).resolve().parent.parent / "weights" / "demo-synthetic.pth", device="cpu")
+detector = Detector.from_weights(Path(__file__).resolve().parent.parent / "weights" / "demo-synthetic.pth", device="cpu")
 SIZE, SPACING = 1024, 0.00025
 rows: dict[str, list] = {"plain": [], "mirrored": []}
 with tempfile.TemporaryDirectory() as folder:
