@@ -12,7 +12,7 @@ and returns None when the rule holds, else a one-line description of the failure
 regression test (tests/test_fuzz.py) replays every file in tests/fuzz_regressions/ with it.
 
 Adding a reader: write `run_<kind>(path)` and `seeds_<kind>()` and list a `Target` in
-TARGETS. DICOM (a series is a folder of .dcm files) is the next to come: see `DICOM_HOOK`.
+TARGETS.
 """
 
 from __future__ import annotations
@@ -254,10 +254,11 @@ def seeds_inputs() -> list[tuple[int, bytes]]:
 
 
 def run_inputs(path: Path, kind: int) -> None:
+    from midog.pipeline.container import find_layout
     from midog.pipeline.inputs import collect_images, fingerprint_path, is_finished
 
     if kind == 0:
-        process_module().find_layout(path.parent)
+        find_layout(path.parent)
     elif kind in (1, 2):
         collect_images([str(path)])
     else:
@@ -290,6 +291,7 @@ def seeds_manifest() -> list[tuple[int, bytes]]:
 
 def run_manifest(path: Path, kind: int) -> None:
     from midog.detector.weights import load_manifest, select
+    from midog.pipeline.run import manifest_threshold
 
     if kind == 0:
         artefacts = load_manifest(path, root=path.parent)
@@ -297,7 +299,7 @@ def run_manifest(path: Path, kind: int) -> None:
     else:
         weights = path.parent / "RetinaNetDA.pth"
         weights.write_bytes(FAKE_WEIGHTS)
-        process_module().manifest_threshold(weights)
+        manifest_threshold(weights)
 
 
 # ---------------------------------------------------------------------------
@@ -341,16 +343,38 @@ TARGETS: dict[str, Target] = {
         Target("sitk", SITK_FILES, run_slide, seeds_sitk, "PNG, JPEG, BMP, MHA, NRRD, NIfTI through SimpleITK: the same calls"),
         Target("result", ("001.json",), run_result, seeds_result, "result files: read_result, read_prediction_file, at_threshold", json_like=True),
         Target("sidecar", ("001.midog.json",), run_sidecar, seeds_sidecar, "result sidecars: read_info, read_recorded", json_like=True),
-        Target("inputs", INPUTS_FILES, run_inputs, seeds_inputs, "inputs.json (process.find_layout), batch lists, resume fingerprints", json_like=True),
-        Target("manifest", MANIFEST_FILES, run_manifest, seeds_manifest, "artefact manifest (load_manifest) and model manifest (process.manifest_threshold)", json_like=True),
+        Target("inputs", INPUTS_FILES, run_inputs, seeds_inputs, "inputs.json (pipeline.container.find_layout), batch lists, resume fingerprints", json_like=True),
+        Target("manifest", MANIFEST_FILES, run_manifest, seeds_manifest, "artefact manifest (load_manifest) and model manifest (pipeline.run.manifest_threshold)", json_like=True),
         Target("labels", LABEL_FILES, run_labels, seeds_labels, "MIDOG.json, ground-truth points, domains: read_ground_truth, read_domains", json_like=True),
     )
 }
 
-# DICOM_HOOK: a DICOM series reader (issue 29) adds its target here, e.g.
-#   TARGETS["dicom"] = Target("dicom", ("series/0001.dcm",), run_slide, seeds_dicom, "DICOM WSI series: ...")
-# with seeds_dicom() writing a small series with the project's own DICOM writer. fuzz.py and
-# tests/test_fuzz.py pick up every entry of TARGETS; nothing else needs to change.
+def seeds_dicom() -> list[tuple[int, bytes]]:
+    """One-file DICOM WSI series (a single level) made by wsidicomizer from our own small
+    tiled TIFFs, JPEG and uncompressed: the community's converter writes what archives hold."""
+    from wsidicomizer import WsiDicomizer
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, compression in enumerate(("jpeg", None)):
+            tiff = Path(tmp) / f"{i}.tiff"
+            _tiff_file(tiff, compression)
+            files = WsiDicomizer.convert(tiff, Path(tmp) / f"s{i}", workers=1, include_label=False, include_overview=False)
+            out.append((0, Path(files[0]).read_bytes()))
+    return out
+
+
+def _tiff_file(path: Path, compression: str | None) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, _rgb(256, 256), tile=(128, 128), photometric="rgb", compression=compression,
+                     resolution=(1 / (SPACING_MM[0] / 10),) * 2, resolutionunit="CENTIMETER")
+
+
+# A series is a folder of .dcm files; any one of them opens it. The fuzzed file is the
+# series' only file (one level), so every byte of it is what open_slide reads.
+TARGETS["dicom"] = Target("dicom", ("series/level0.dcm",), run_slide, seeds_dicom,
+                          "DICOM WSI series (wsidicom through open_slide): the same calls")
 
 
 def quiet() -> None:

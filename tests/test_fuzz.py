@@ -24,6 +24,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 fuzz_targets = importlib.import_module("fuzz_targets")
 
 
+@pytest.fixture(autouse=True)
+def _loud_again():
+    """quiet() silences logging and warnings process-wide, for the fuzzer's own processes;
+    here, the tests after these must see the messages again."""
+    with __import__("warnings").catch_warnings():
+        yield
+    import logging
+
+    logging.disable(logging.NOTSET)
+
+
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
 def test_regression_keeps_the_outcome_rule(path: Path) -> None:
     target = path.name.split("--")[0]

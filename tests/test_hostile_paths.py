@@ -18,6 +18,7 @@ from conftest import ROOT
 from midog.atomic import LOCK_NAME, output_lock, write_json_atomic
 from midog.commands.cli import main
 from midog.errors import UsageError
+from midog.pipeline.container import ROI_FOLDER, ROI_SLUG, find_layout
 
 sys.path.insert(0, str(ROOT))
 import process  # noqa: E402
@@ -32,7 +33,7 @@ def image(path: Path) -> Path:
 
 
 def socket_entry(relative_path: str) -> dict:
-    return {"interface": {"kind": "Image", "slug": process.ROI_SLUG, "relative_path": relative_path}}
+    return {"interface": {"kind": "Image", "slug": ROI_SLUG, "relative_path": relative_path}}
 
 
 @pytest.fixture()
@@ -44,13 +45,13 @@ def outside(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_inputs_json_relative_path_outside_input_is_ignored(tmp_path, outside, kind, caplog):
     inp = tmp_path / "input"
-    image(inp / process.ROI_FOLDER / "own.tiff")
+    image(inp / ROI_FOLDER / "own.tiff")
     relative = {"dotdot": "../elsewhere", "absolute": str(outside), "symlink": "link"}[kind]
     if kind == "symlink":
         os.symlink(outside, inp / "link")
     (inp / "inputs.json").write_text(json.dumps([socket_entry(relative)]))
-    layout, folder = process.find_layout(inp)
-    assert (layout, folder) == ("2022", inp / process.ROI_FOLDER)
+    layout, folder = find_layout(inp)
+    assert (layout, folder) == ("2022", inp / ROI_FOLDER)
     assert "leads outside" in caplog.text
 
 

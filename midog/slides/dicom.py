@@ -16,13 +16,14 @@ store read as white glass, as missing TIFF tiles do.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, MidogError
 from .limits import DEFAULT_LIMITS, Limits
 from .slide import Slide
 from .spacing import FileSpacing
@@ -40,6 +41,9 @@ TRANSFER_SYNTAXES = {
 NATIVE = "1.2.840.10008.1.2.1"
 SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # how encapsulated pixel data ends
 WHITE = 255
+# Slide tiles are 256-2048 px; a frame claimed far larger is a damaged header, and decoding
+# one would allocate gigabytes (fuzzing found such headers).
+MAX_FRAME_SIDE = 8192
 
 
 def _has_preamble(path: Path) -> bool:
@@ -68,9 +72,29 @@ def is_wsi_file(path: Path) -> bool:
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return str(ds.get("SOPClassUID", WSI_SOP_CLASS)) == WSI_SOP_CLASS
     except Exception:  # a damaged header: the whole-slide reader names the problem
         return True
-    return str(ds.get("SOPClassUID", WSI_SOP_CLASS)) == WSI_SOP_CLASS
+
+
+def check_header(path: Path) -> None:
+    """For DICOM other than a slide, read before SimpleITK, whose reader allocates gigabytes
+    for some damaged headers (fuzzing): every value must parse, and the image pixel module
+    (Rows, Columns, pixel data) must be there."""
+    if not _has_preamble(path):
+        return
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, defer_size=4096)  # large values (the pixels) stay on disk
+        for _ in ds.iterall():
+            pass
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        has_pixels = "PixelData" in ds
+    except Exception as exc:  # pydicom parses values lazily: a damaged one raises any type when read
+        raise ImageError(path, f"damaged DICOM header: a value cannot be read ({type(exc).__name__}: {exc})") from None
+    if rows <= 0 or columns <= 0 or not has_pixels:
+        raise ImageError(path, "a DICOM file without an image (no Rows, Columns or pixel data)")
 
 
 def _header(path: Path) -> Any:
@@ -84,15 +108,11 @@ def _header(path: Path) -> Any:
 
 def _spacing_xy(path: Path, ds: Any) -> tuple[float, float] | None:
     """(x, y) mm per pixel; DICOM's PixelSpacing is (row spacing, column spacing), i.e. (y, x)."""
-    try:
-        raw = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
-    except (AttributeError, IndexError):
+    try:  # pydicom parses values lazily, so a damaged one raises any type here
+        dy, dx = (float(v) for v in ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing)
+    except Exception:  # reported as no spacing, which the reader then refuses by name
         return None
-    try:
-        dy, dx = (float(v) for v in raw)
-    except (TypeError, ValueError):  # reported as no spacing: --mpp still opens the slide
-        return None
-    return (dx, dy)
+    return (dx, dy) if all(math.isfinite(v) and v > 0 for v in (dx, dy)) else None
 
 
 @dataclass
@@ -150,6 +170,15 @@ def read_series(path: Path) -> DicomSeries:
     """The whole-slide series `path` (a folder, or one file of it) belongs to, checked from
     the headers: one slide per folder, supported transfer syntaxes, complete files, a
     full-resolution level, every level covering the same area."""
+    try:
+        return _read_series(path)
+    except MidogError:
+        raise
+    except Exception as exc:  # pydicom parses values lazily: a damaged one raises any type when read
+        raise ImageError(path, f"damaged DICOM header: a value cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _read_series(path: Path) -> DicomSeries:
     folder = path if path.is_dir() else path.parent
     images: list[tuple[Path, Any]] = []
     for p in _files(path):
@@ -182,6 +211,9 @@ def read_series(path: Path) -> DicomSeries:
         if len(kind) > 2 and kind[2] != "VOLUME":
             continue  # LABEL, OVERVIEW, THUMBNAIL: not pyramid levels
         key = (int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows))
+        if not (0 < int(ds.Rows) <= MAX_FRAME_SIDE and 0 < int(ds.Columns) <= MAX_FRAME_SIDE) or min(key) <= 0:
+            raise ImageError(p, f"frames of {ds.Columns} x {ds.Rows} px in a {key[0]} x {key[1]} px image: not a slide's tiling "
+                             f"(frames are at most {MAX_FRAME_SIDE} px a side)")
         level = levels.setdefault(key, Level(*key, _spacing_xy(p, ds)))
         level.files.append(p)
         level.headers.append(ds)

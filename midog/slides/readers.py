@@ -30,7 +30,7 @@ from ..errors import ImageError
 from .limits import DEFAULT_LIMITS, Limits
 from . import chunks
 from .pixels import tiff_converter, to_rgb_uint8
-from .dicom import DicomSlide, is_dicom, is_wsi_file
+from .dicom import DicomSlide, check_header, is_dicom, is_wsi_file
 from .slide import ArraySlide, Slide
 from .spacing import FileSpacing, decide_spacing, mpp_property_mm, page_spacing_mm
 from .tiff_layout import check_chunks, check_tiff_structure, pick_series, sparse_grid
@@ -322,6 +322,7 @@ def open_slide(path: str | Path, mpp: float | None = None, readers: int = 1, lim
     check_file(path)
     if path.suffix.lower() not in {".tif", ".tiff"} and is_wsi_file(path):
         return _dicom_slide(path, mpp, limits)
+    check_header(path)  # other DICOM goes to SimpleITK, whose reader allocates gigabytes for damaged headers
     check_tiff_structure(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES or (suffix in {".tif", ".tiff"} and is_vendor_wsi(path)):

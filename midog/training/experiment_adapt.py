@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MidogError
+from ..evaluation.markdown import md_text
 
 KS = (1, 2, 4)
 
@@ -34,7 +35,10 @@ def calibration_arms(result: Any, status: dict[str, str], shifted: set[str], ks:
     from ..evaluation.io import read_predictions
     from .calibrate import GRID, Reviewed, calibrate
 
-    held = json.loads((result.run_dir.parent / f"{result.run_dir.name}-heldout.json").read_text())
+    record = result.run_dir.parent / f"{result.run_dir.name}-heldout.json"
+    if not record.is_file():  # a run made before the held-out images were recorded has no arms
+        return []
+    held = json.loads(record.read_text())
     gt = {n: np.asarray(p, float).reshape(-1, 3) for n, p in held["ground_truth"].items()}
     found = read_predictions(result.predictions_dir)
     stems = {n.rsplit(".", 1)[0]: n for n in gt}
@@ -88,7 +92,7 @@ def adaptation_table(rows: list[dict[str, Any]]) -> list[str]:
             t = [r["threshold"] for r in mine if r["arm"] == a]
             cells.append(_mean_range(f) + (f" at {statistics.mean(t):.2f}" if t else ""))
         best = [r["best_f1"] for r in mine if r["arm"] == "none"]
-        lines.append("| " + " | ".join([model, scanner, str(mine[0]["images"])] + cells + [_mean_range(best)]) + " |")
+        lines.append("| " + " | ".join([model, md_text(scanner), str(mine[0]["images"])] + cells + [_mean_range(best)]) + " |")
     lines.append("")
     return lines
 

@@ -385,12 +385,16 @@ class Trainer:
 
 def train(cfg: RunConfig, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or continue from `out_dir/last.pt` with `resume`); returns the summary."""
-    trainer = Trainer(cfg)
-    last = trainer.out / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise MidogError(f"{last}: nothing to resume")
-        trainer.load(last)
-    elif last.is_file():
-        raise MidogError(f"{trainer.out} already holds a run; pass --resume to continue it or choose another folder")
-    return trainer.run(stop_after)
+    threads = torch.get_num_threads()  # cfg.threads holds for this run only: it changes float sums
+    try:
+        trainer = Trainer(cfg)
+        last = trainer.out / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise MidogError(f"{last}: nothing to resume")
+            trainer.load(last)
+        elif last.is_file():
+            raise MidogError(f"{trainer.out} already holds a run; pass --resume to continue it or choose another folder")
+        return trainer.run(stop_after)
+    finally:
+        torch.set_num_threads(threads)
