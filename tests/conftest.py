@@ -93,3 +93,16 @@ def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "random.pth"
     torch.save(RetinaNetDA().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the page tests (installed from Debian when root), else a skip
+    with the reason."""
+    from browser import find_or_install_chromium
+
+    pytest.importorskip("websocket", reason="the browser tests drive Chromium with websocket-client (requirements-dev.txt)")
+    executable, why = find_or_install_chromium()
+    if executable is None:
+        pytest.skip(why)
+    return executable

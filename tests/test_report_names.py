@@ -63,15 +63,6 @@ def check_html(page: str, names: list[str]) -> None:
         assert name in text, (name, text[:3000])
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    from browser import find_or_install_chromium
-
-    pytest.importorskip("websocket", reason="the browser check drives Chromium with websocket-client (requirements-dev.txt)")
-    path, why = find_or_install_chromium()
-    if path is None:
-        pytest.skip(why)
-    return path
 
 
 def check_in_browser(chromium: str, page: Path, names: list[str], profile: Path) -> None:

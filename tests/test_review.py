@@ -174,15 +174,6 @@ def test_whole_slide_pyramid(tmp_path):
     assert data["counts"][data["start"]]["figures"] == 1
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    from browser import find_or_install_chromium
-
-    pytest.importorskip("websocket", reason="the browser test drives Chromium with websocket-client (requirements-dev.txt)")
-    executable, why = find_or_install_chromium()
-    if executable is None:
-        pytest.skip(why)
-    return executable
 
 
 def test_page_in_a_browser(reviewed, chromium, tmp_path):

@@ -18,7 +18,6 @@ import tifffile
 
 from midog.commands.cli import main
 from midog.evaluation.io import read_ground_truth
-from midog.results.labels import merge_labels
 from midog.training.data import load_midog
 
 ARTEFACTS = Path(__file__).resolve().parent / "artefacts"
@@ -60,15 +59,6 @@ def slide(tmp_path_factory) -> dict:
     return {"folder": folder, "image": image, "result": result, "xy": xy, "scores": scores, "missed": (missed.x, missed.y), "out": folder / "out"}
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    from browser import find_or_install_chromium
-
-    pytest.importorskip("websocket", reason="the browser test drives Chromium with websocket-client (requirements-dev.txt)")
-    executable, why = find_or_install_chromium()
-    if executable is None:
-        pytest.skip(why)
-    return executable
 
 
 def client_xy(browser, x: float, y: float) -> tuple[float, float]:
@@ -309,7 +299,7 @@ def test_counts_say_what_they_rest_on(slide, chromium, tmp_path, capsys):
     f = json.loads(fields.read_text())
     assert f["hotspot"]["per_fields"] == f"{f['hotspot']['count']} per 10 HPF (field diameter 0.1 mm)"
     assert f["score_cutoffs_collapse"] and any("cut-offs collapse" in n for n in f["notes"])
-    assert f"per 10 HPF (field diameter 0.1 mm)" in capsys.readouterr().out
+    assert "per 10 HPF (field diameter 0.1 mm)" in capsys.readouterr().out
 
     assert main(["review", str(slide["result"]), "--image", str(slide["image"]), "-o", str(tmp_path / "out"), "--quiet", "--gallery", "0"]) == 0
     browser = Browser(chromium, tmp_path / "profile")
