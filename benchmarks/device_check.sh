@@ -39,6 +39,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision, tiffslide; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name(0))"
 
 step inputs
+if want feed; then  # the 50 000 px slide takes minutes to make: in the background, from the start
+    (timeout 400 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import run; run.prepare_slide()" >"$out/slide.log" 2>&1) &
+    slide_job=$!
+fi
 timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import run; run.prepare(slide=False)" || exit 1
 
 if want benchmark; then
@@ -49,7 +53,7 @@ fi
 if want parity; then
     step "parity on the GPU"
     MIDOG_TEST_DEVICE=cuda timeout 200 python3 -m pytest -q -p no:cacheprovider -W ignore::UserWarning \
-        tests/test_parity.py tests/test_modes.py -k "not compiled" -rs 2>&1 | tail -8 || failed parity
+        tests/test_parity.py tests/test_modes.py tests/test_host_feed.py -k "not compiled" -rs 2>&1 | tail -8 || failed parity
 fi
 
 if want batches; then
@@ -89,13 +93,14 @@ if want training; then
 fi
 if want host; then
     step "host side, stand-in network on CUDA (benchmarks/host.py), then on 4 CPUs"
-    timeout 240 python3 benchmarks/host.py --device cuda --repeats 2 || failed host
-    timeout 150 python3 benchmarks/host.py --device cuda --cpus 4 --threads 4 --repeats 1 || failed "host on 4 CPUs"
+    timeout 240 python3 benchmarks/host.py --device cuda --threads ${HOST_THREADS:-1,4,8,16} --repeats 2 || failed host
+    timeout 150 python3 benchmarks/host.py --device cuda --cpus 4 --threads 4 --repeats 2 || failed "host on 4 CPUs"
 fi
 
 if want feed; then
     step "fast mode end to end: strip TIFF, JPEG tiles with GPU decoding on/off, the 50 000 px slide's tissue"
-    timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import run, host; run.prepare(slide=True); host.make_jpeg_slide()" || failed "slide inputs"
+    timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import host; host.make_jpeg_slide()" || failed "JPEG slide"
+    wait "$slide_job" || { cat "$out/slide.log"; failed "50 000 px slide"; }
     timeout 200 python3 - <<'EOF' || failed feed
 import os, subprocess, sys, time
 import numpy as np, torch
@@ -129,11 +134,20 @@ def points(det):
 
 mp = 7215 * 5412 / 1e6
 runs = {}
-for name, image, gpu_decode in (("strip TIFF", REGION, True), ("JPEG tiles, CPU decode", JPEG_SLIDE, False), ("JPEG tiles, GPU decode", JPEG_SLIDE, True)):
-    d.gpu_decode = gpu_decode
+default_workers = d.workers
+for name, image, gpu_decode, workers in (("strip TIFF", REGION, True, default_workers), (f"strip TIFF, {cores} readers", REGION, True, cores),
+                                         ("JPEG tiles, CPU decode", JPEG_SLIDE, False, default_workers), ("JPEG tiles, GPU decode", JPEG_SLIDE, True, default_workers)):
+    d.gpu_decode, d.workers = gpu_decode, workers
     det, wall, use = timed(image, tissue_only=False)
     runs[name] = det
     print(f"{name:24s} {wall:6.3f} s  {mp / wall:6.0f} MP/s = {mp / wall / net:.2f} of the network alone; {use}; {len(det)} candidates", flush=True)
+d.workers = default_workers
+if (gpu_jpeg.pick_decoder(torch.device("cuda")) or ("none",))[0] == "nvimgcodec":  # the other GPU decoder, for comparison
+    saved = gpu_jpeg.nvimgcodec_decoder
+    gpu_jpeg.nvimgcodec_decoder = lambda device: None
+    det, wall, use = timed(JPEG_SLIDE, tissue_only=False)
+    gpu_jpeg.nvimgcodec_decoder = saved
+    print(f"{'JPEG tiles, torchvision':24s} {wall:6.3f} s  {mp / wall:6.0f} MP/s = {mp / wall / net:.2f} of the network alone; {use}; {len(det)} candidates", flush=True)
 cpu_p, gpu_p = points(runs["JPEG tiles, CPU decode"]), points(runs["JPEG tiles, GPU decode"])
 radius = 0.0075 / runs["JPEG tiles, CPU decode"].spacing_mm[0]
 near = sum(bool(len(gpu_p)) and np.hypot(*(gpu_p - p).T).min() <= radius for p in cpu_p)

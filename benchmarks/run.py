@@ -113,10 +113,17 @@ def prepare(slide: bool = True) -> None:
 
         print("making the 7215 x 5412 region (once) ...", flush=True)
         write_tiff(REGION, synth_image(7, 0, 7215, 5412)[0], SCANNERS[0])
-    if slide and not SLIDE.exists():
+    if slide:
+        prepare_slide()
+
+
+def prepare_slide() -> None:
+    """The 50 000 x 50 000 slide (minutes to make: device_check.sh makes it in the background)."""
+    if not SLIDE.exists():
         from midog.synth import make_slide
 
         print("making the 50 000 x 50 000 slide (once) ...", flush=True)
+        CACHE.mkdir(exist_ok=True)
         make_slide(SLIDE, 50000, 50000, seed=5, n_regions=4, region_size=2048)
 
 

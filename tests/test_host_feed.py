@@ -85,6 +85,53 @@ def test_chunk_cache_reads_what_tiffslide_reads_and_decodes_each_chunk_once(imag
     reference.close()
 
 
+@pytest.mark.parametrize("predictor", [1, 2])
+def test_strips_decoded_in_place_are_tifffiles_pixels(tmp_path, predictor):
+    """The MIDOG layout (8-bit RGB deflate strips) is decoded straight into its block
+    (`chunks.strip_decoder`), with and without horizontal differencing, a short last strip
+    included; the pixels are tifffile's own."""
+    from midog.slides.chunks import strip_decoder
+
+    pixels = tissue(611, 733, seed=predictor)
+    path = tmp_path / "strips.tiff"
+    tifffile.imwrite(path, pixels, compression="zlib", predictor=predictor, rowsperstrip=10, photometric="rgb", metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        assert strip_decoder(tif.pages[0]) is not None
+    with open_slide(path, mpp=0.25, readers=2) as slide:
+        assert slide._chunks is not None and slide._chunks._strip_into is not None
+        np.testing.assert_array_equal(slide.read_region(0, 0, 733, 611), pixels)
+        np.testing.assert_array_equal(slide.read_region(101, 333, 500, 278), pixels[333:, 101:601])
+
+
+def test_other_layouts_keep_the_general_decoder(tmp_path, images):
+    from midog.slides.chunks import strip_decoder
+
+    grey = tmp_path / "grey.tiff"
+    tifffile.imwrite(grey, tissue(64, 64)[..., 0], compression="zlib", rowsperstrip=8, metadata=None)
+    lzw = tmp_path / "lzw.tiff"
+    tifffile.imwrite(lzw, tissue(64, 64), compression="lzw", rowsperstrip=8, photometric="rgb", metadata=None)
+    for path in (grey, lzw, images["jpeg"], images["zlib_tiles"]):
+        with tifffile.TiffFile(path) as tif:
+            assert strip_decoder(tif.pages[0]) is None, path.name
+
+
+def test_a_damaged_strip_takes_the_general_path_and_names_the_file(tmp_path):
+    from midog.errors import ImageError
+
+    path = tmp_path / "damaged.tiff"
+    tifffile.imwrite(path, tissue(200, 300), compression="zlib", predictor=2, rowsperstrip=20, photometric="rgb", metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[7], tif.pages[0].databytecounts[7]
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + count] = bytes(count - 2)  # strip 7's deflate stream wiped (rows 140-159)
+    path.write_bytes(bytes(data))
+    with open_slide(path, mpp=0.25, readers=1) as slide:
+        # Blocks of 6 strips (120 rows): the first block decodes, the second names the file.
+        np.testing.assert_array_equal(slide.read_region(0, 0, 300, 100), tissue(200, 300)[:100])
+        with pytest.raises(ImageError, match="damaged.tiff"):
+            slide.read_region(0, 0, 300, 200)
+
+
 def test_staging_buffers_are_reused_and_hold_the_tiles(images):
     with open_slide(images["strips"], readers=2) as slide:
         origins = sorted(tile_origins(slide.width, slide.height), key=lambda xy: (xy[1], xy[0]))
@@ -146,3 +193,26 @@ def test_host_normalisation_gives_the_same_bits_as_the_device_one():
     want = normalizer(torch.from_numpy(tile[None])).permute(0, 2, 3, 1).numpy()[0]
     got = normalizer.into(tile, np.empty(tile.shape, np.float32))
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/device_check.sh runs it on one)")
+@pytest.mark.parametrize("fast", [False, True])
+def test_cuda_streams_change_no_detection(images, monkeypatch, fast):
+    """Copy, network and post-processing on three streams give the detections of one stream,
+    to the bit (the same kernels in the same order; only their overlap changes), on strips
+    and, in fast mode, on JPEG tiles decoded on the GPU. A random network and a low score
+    floor give thousands of candidates, so a missed wait would show."""
+    from midog.detector import Detector
+    from midog.detector import core
+    from midog.network.retinanet import RetinaNetDA
+
+    torch.manual_seed(0)
+    detector = Detector(RetinaNetDA().cuda(), fast=fast, batch_size=4, workers=3)
+    for kind in ("strips", "jpeg"):
+        streamed = detector.detect(images[kind], min_score=0.005)
+        monkeypatch.setattr(core.CudaStreams, "for_device", classmethod(lambda cls, device: None))
+        serial = detector.detect(images[kind], min_score=0.005)
+        monkeypatch.undo()
+        assert len(streamed) > 100
+        for field in ("boxes", "scores", "classes"):
+            assert np.array_equal(getattr(streamed, field), getattr(serial, field)), (kind, field)

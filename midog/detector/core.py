@@ -17,7 +17,7 @@ import numpy as np
 from ..config import REFERENCE, DetectorConfig
 from .detections import Detections, Thumbnail
 from .device import auto_batch_size, bf16_supported, pick_device
-from .feed import gpu_batches, prefetch_batches
+from .feed import CudaStreams, gpu_batches, prefetch_batches
 from ..errors import TimeBudgetError
 from ..slides.limits import DEFAULT_LIMITS, Limits
 
@@ -239,14 +239,16 @@ class Detector:
             # Post-processing of a batch runs in a thread while the network computes the
             # next one: on the CPU it is C++ that releases the GIL, on a GPU it waits for the
             # batch to finish there. A bounded number of batches is in flight.
+            streams = CudaStreams.for_device(self.device)
             with ThreadPoolExecutor(self.post_workers, thread_name_prefix="nms") as post:
                 jobs: deque[Future[tuple]] = deque()
                 batches = self._gpu_batches(slide, row_major) or prefetch_batches(slide, row_major, self.batch_size, cfg, self.workers, pin, self._host_normalizer())
                 for batch_origins, tiles in batches:
                     check_deadline(deadline, image, bar.n, len(origins))
-                    class_logits, box_deltas = self._forward(tiles.to(self.device, non_blocking=pin))
+                    class_logits, box_deltas = self._forward(streams.to_device(tiles) if streams else tiles.to(self.device))
                     ranks = np.array([rank[xy] for xy in batch_origins], np.int64)
-                    jobs.append(post.submit(self._batch_results, np.asarray(batch_origins, np.int64), ranks, class_logits, box_deltas, min_score))
+                    ready = streams.forward_done() if streams else None
+                    jobs.append(post.submit(self._batch_results, np.asarray(batch_origins, np.int64), ranks, class_logits, box_deltas, min_score, ready))
                     while len(jobs) > self.post_workers:
                         collect(jobs.popleft())
                 while jobs:
@@ -292,12 +294,18 @@ class Detector:
         return gpu_batches(reader, origins, self.batch_size, self.config)
 
     def _batch_results(
-        self, origins: np.ndarray, ranks: np.ndarray, class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float
+        self, origins: np.ndarray, ranks: np.ndarray, class_logits: "torch.Tensor", box_deltas: "torch.Tensor", min_score: float,
+        ready: "CudaStreams.Ready | None" = None,
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]:
-        """A batch's kept boxes in image pixels, with each box's tile rank; and the tile count."""
+        """A batch's kept boxes in image pixels, with each box's tile rank; and the tile count.
+        On CUDA (`ready`) it runs on the post-processing stream once the batch's forward is done."""
         from ..network.postprocess import batch_tile_boxes
 
-        kept = batch_tile_boxes(class_logits, box_deltas, self.anchors, min_score, self.config)
+        if ready is None:
+            kept = batch_tile_boxes(class_logits, box_deltas, self.anchors, min_score, self.config)
+        else:
+            with ready.on_post_stream(class_logits, box_deltas):
+                kept = batch_tile_boxes(class_logits, box_deltas, self.anchors, min_score, self.config)
         xy = origins[kept.tile]
         boxes = kept.boxes + np.concatenate([xy, xy], 1)
         return (ranks[kept.tile], boxes, kept.scores, kept.classes), len(origins)

@@ -124,3 +124,55 @@ def gpu_batches(
                 yield chunk, tiles
     finally:
         reader.close()
+
+
+class CudaStreams:
+    """Three CUDA streams so that, batch after batch, the copy of the next batch to the GPU,
+    the network on this one and the post-processing of the last one run at the same time:
+    copies on their own stream, the network on the default stream, which waits for its
+    batch's copy, and post-processing on a third, which waits for its batch's network.
+    On one stream each would wait for the one before. None off CUDA (`for_device`)."""
+
+    def __init__(self, device: "torch.device") -> None:
+        import torch
+
+        self._torch = torch
+        self.copy = torch.cuda.Stream(device)
+        self.post = torch.cuda.Stream(device)
+
+    @classmethod
+    def for_device(cls, device: "torch.device") -> "CudaStreams | None":
+        return cls(device) if device.type == "cuda" else None
+
+    def to_device(self, tiles: "torch.Tensor") -> "torch.Tensor":
+        """The batch on the GPU, copied on the copy stream from its pinned staging buffer; the
+        current (network) stream waits for the copy. Tiles decoded on the GPU are already there."""
+        torch = self._torch
+        compute = torch.cuda.current_stream()
+        if tiles.is_cuda:
+            return tiles
+        with torch.cuda.stream(self.copy):
+            on_device = tiles.to(compute.device, non_blocking=True)
+        compute.wait_stream(self.copy)
+        # Allocated on the copy stream, used on the network's: without this the allocator could
+        # hand its memory to the next copy while the network still reads it.
+        on_device.record_stream(compute)
+        return on_device
+
+    def forward_done(self) -> "CudaStreams.Ready":
+        """A mark after the network's work queued so far, for the post-processing thread."""
+        event = self._torch.cuda.Event()
+        event.record()
+        return CudaStreams.Ready(self, event)
+
+    class Ready:
+        def __init__(self, streams: "CudaStreams", event: Any) -> None:
+            self.streams, self.event = streams, event
+
+        def on_post_stream(self, *outputs: "torch.Tensor") -> Any:
+            """Context: post-processing kernels go to the post stream, after the network's."""
+            post = self.streams.post
+            post.wait_event(self.event)
+            for tensor in outputs:  # made on the network's stream, read on this one
+                tensor.record_stream(post)
+            return self.streams._torch.cuda.stream(post)

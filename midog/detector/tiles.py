@@ -91,15 +91,13 @@ class Normalizer:
         h, w, c = tile.shape
         rows, pixels = out.reshape(h, w * c), tile.reshape(h, w * c)
         mean, std = (t.numpy() for t in self._row_constants(w, torch.device("cpu")))
-        # In blocks of rows that stay in the core's cache through all four passes: a whole
-        # tile's 3 MB of float32 would go to memory and back four times.
-        step = max(1, 2**16 // (w * c))
-        for r in range(0, h, step):
-            block = rows[r : r + step]
-            block[...] = pixels[r : r + step]
-            np.divide(block, np.float32(255.0), out=block)
-            np.subtract(block, mean, out=block)
-            np.divide(block, std, out=block)
+        # Whole-tile passes, not blocks of rows that would stay in the core's cache: each
+        # numpy call hands the GIL back and forth with the other reader threads, and with
+        # 52 calls a tile instead of 4 the pipeline ran 15-20% slower (measured, 2 readers).
+        rows[...] = pixels
+        np.divide(rows, np.float32(255.0), out=rows)
+        np.subtract(rows, mean, out=rows)
+        np.divide(rows, std, out=rows)
         return out
 
     def _row_constants(self, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,6 +57,41 @@ def supported(page: Any, series: Any) -> bool:
         return False
 
 
+def strip_decoder(page: Any) -> Callable[[bytes, np.ndarray], bool] | None:
+    """For the MIDOG files' own layout (8-bit RGB strips, deflate, no predictor or horizontal
+    differencing), a decoder that writes a strip straight into its rows of a block: libdeflate
+    into the block's memory, then the differencing undone in place, the codecs tifffile uses
+    for such strips, so the same pixels. tifffile's general path allocates each strip and
+    the block copies it: 0.31 against 0.26 CPU s for a 7215 x 5412 region (measured).
+    The decoder returns False when a strip does not fill its rows exactly (damaged data):
+    that strip then takes the general path and its errors. None for any other layout."""
+    try:
+        import imagecodecs
+
+        if page.is_tiled or page.compression not in (8, 32946) or page.predictor not in (1, 2):
+            return None
+        if page.photometric != 2 or page.samplesperpixel != 3 or page.bitspersample != 8 or page.fillorder != 1:
+            return None
+        if np.dtype(page.dtype) != np.uint8 or page.planarconfig != 1 or page.extrasamples:
+            return None
+    except Exception:  # odd headers: the general path
+        return None
+    differenced = page.predictor == 2
+
+    def decode_into(data: bytes, rows: np.ndarray) -> bool:
+        flat = rows.reshape(-1)
+        try:
+            if len(imagecodecs.deflate_decode(data, out=flat)) != flat.size:
+                return False
+        except Exception:  # damaged stream: the general path names the file
+            return False
+        if differenced:
+            imagecodecs.delta_decode(rows, axis=-2, out=rows)
+        return True
+
+    return decode_into
+
+
 def _grid(page: Any) -> tuple[int, int]:
     if page.is_tiled:
         return -(-page.imagelength // page.tilelength), -(-page.imagewidth // page.tilewidth)
@@ -84,6 +119,7 @@ class ChunkCache:
         self._decode = page.decode
         self._tables = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader} if page.compression in (6, 7) else {}
         self._convert = convert
+        self._strip_into = strip_decoder(page)
         rows, self._cols = _grid(page)
         if page.is_tiled:
             self.chunk = (int(page.tilelength), int(page.tilewidth))
@@ -160,6 +196,8 @@ class ChunkCache:
         last = min(first + self.per_unit, -(-self.height // ch))
         h = min(last * ch, self.height) - first * ch
         w = min(cw, self.width - uc * cw)
+        if self._strip_into is not None:
+            return self._decode_strips(first, last, h)
         pixels = None
         for r in range(first, last):
             index = r * self._cols + uc
@@ -170,6 +208,19 @@ class ChunkCache:
                 pixels = np.empty((h, w, 3), np.uint8)
             pixels[(r - first) * ch : (r - first) * ch + rgb.shape[0]] = rgb
         assert pixels is not None
+        return pixels
+
+    def _decode_strips(self, first: int, last: int, h: int) -> np.ndarray:
+        """A block of strips, each decoded into its own rows (`strip_decoder`)."""
+        ch = self.chunk[0]
+        pixels = np.empty((h, self.width, 3), np.uint8)
+        for r in range(first, last):
+            top, rows = (r - first) * ch, min(ch, self.height - r * ch)
+            count = int(self._counts[r])
+            target = pixels[top : top + rows]
+            if count and self._strip_into(os.pread(self._fd, count, int(self._offsets[r])), target):  # type: ignore[misc]
+                continue
+            target[...] = self._chunk_rgb(r, rows, self.width)
         return pixels
 
     def _chunk_rgb(self, index: int, h: int, w: int) -> np.ndarray:
