@@ -3,7 +3,8 @@
 #   1. inputs for benchmarks/run.py, made there (too big to carry);
 #   2. benchmarks/run.py on the GPU: baseline, exact, fast; seconds per 7215 x 5412 image
 #      after start-up, model-alone MP/s, fast-mode agreement;
-#   3. the parity and mode tests with the network on the GPU (MIDOG_TEST_DEVICE=cuda);
+#   3. the parity and mode tests with the network on the GPU (MIDOG_TEST_DEVICE=cuda), and the
+#      host-feed tests' CUDA ones (three streams bit-identical to one; GPU JPEG decoding);
 #   4. GPU batch sizes, end to end and model alone;
 #   5. the torch.compile modes, which are the slowest to start;
 #   6. a short domain-adversarial training run on the GPU (mixed precision), for epoch time;
@@ -18,7 +19,8 @@
 # call) and the figures use the reference-vector weights (the many-candidates stress case):
 #   bash benchmarks/device_check.sh [STEP...]   (run by the device tool, carry [".whl", ".devshared"])
 # STEPs: benchmark parity batches compiled training host feed (default: all, in that order).
-# A session short of time runs the new steps alone: bash benchmarks/device_check.sh host feed
+# A session short of time runs the feeding steps alone (about 8 minutes):
+#   HOST_THREADS=1,4,8,16 bash benchmarks/device_check.sh parity host feed
 set -euo pipefail
 steps=" ${*:-benchmark parity batches compiled training host feed} "
 want() { [[ $steps == *" $1 "* ]]; }
