@@ -95,7 +95,7 @@ if want training; then
 fi
 if want host; then
     step "host side, stand-in network on CUDA (benchmarks/host.py), then on 4 CPUs"
-    timeout 240 python3 benchmarks/host.py --device cuda --threads ${HOST_THREADS:-1,4,8,16} --repeats 2 || failed host
+    timeout 240 python3 benchmarks/host.py --device cuda --threads "${HOST_THREADS:-1,4,8,16}" --repeats 2 || failed host
     timeout 150 python3 benchmarks/host.py --device cuda --cpus 4 --threads 4 --repeats 2 || failed "host on 4 CPUs"
 fi
 
