@@ -54,7 +54,7 @@ def reviewed_from(pred_dir: Path, gt: dict[str, list], floor: float | None = Non
     return read_reviewed(folder.candidates, folder.probabilities_given, points, floor, str(pred_dir))
 
 
-@pytest.mark.parametrize("rule", ["smoothed", "bagged", "plateau", "argmax"])
+@pytest.mark.parametrize("rule", ["smoothed", "bagged", "bagged-plateau", "plateau", "argmax"])
 def test_every_rule_lands_on_the_known_plateau(tmp_path: Path, rule: str) -> None:
     from midog.training.calibrate import calibrate
 
@@ -62,10 +62,22 @@ def test_every_rule_lands_on_the_known_plateau(tmp_path: Path, rule: str) -> Non
     cal = calibrate(reviewed_from(pred_dir, gt), previous=0.93, rule=rule, n_bootstrap=300)
     assert 0.41 <= cal.threshold <= 0.60
     assert cal.f1_at_threshold == 1.0 and cal.n_figures == 80
-    if rule in ("plateau", "smoothed"):
+    if rule in ("plateau", "smoothed", "bagged-plateau"):
         assert abs(cal.threshold - 0.50) <= 0.011  # the middle of (0.40, 0.60]
     # At the old operating point most figures are cut: F1 well below.
     assert cal.f1_at_previous is not None and cal.f1_at_previous < 0.5
+
+
+def test_bagged_plateau_takes_the_middle_of_the_near_best_bootstrap_mean() -> None:
+    """A bootstrap-mean curve with a slight peak on a wide top: bagged stands on the peak,
+    bagged-plateau in the middle of the top (within 0.01), and a drop of more than 0.01
+    ends the top."""
+    from midog.training.calibrate import choose
+
+    mean = np.array([0.5, 0.9, 0.905, 0.9, 0.9, 0.9, 0.5, 0.89])
+    assert choose("bagged", mean, mean) == 2
+    assert choose("bagged-plateau", mean, mean) == 3  # the middle of indices 1-5
+    assert choose("bagged-plateau", mean, np.array([0.5, 0.9, 0.905, 0.88, 0.9, 0.9, 0.5, 0.5])) == 1  # top 1-2 only
 
 
 def test_items_reproduce_the_swept_curve(tmp_path: Path) -> None:

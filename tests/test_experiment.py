@@ -25,7 +25,7 @@ MODELS = ("weak", "strong", "da")
 TINY = [
     "--backbone", "none", "--patch-size", "224", "--per-scanner", "1", "--train-patches", "1", "--val-patches", "1",
     "--epochs", "1", "--val-per-scanner", "1", "--test-per-scanner", "1", "--threads", "2", "--bootstrap", "20",
-    "--umap-patches", "1", "--no-progress",
+    "--umap-patches", "1", "--no-progress", "--finetune-ks", "1", "--finetune-epochs", "1",
 ]
 
 
@@ -137,6 +137,89 @@ def test_finished_training_is_reused_and_interrupted_resumed(experiment, monkeyp
     assert calls == [True]
 
 
+def test_adapt_and_fine_tune_arms_never_see_the_images_they_are_scored_on(experiment) -> None:
+    """The CI run's arms: every shifted scanner with images to spare has "none", "calibrate K",
+    "adapt" and "fine-tune K=1" rows over the same scored images; adapt re-estimated on the
+    unscored images only; the fine-tuning data hold the reviewed image and none of the scored
+    ones, started from the model's best.pth, and its operating point is its own."""
+    from midog.training.experiment_adapt import scanner_images
+
+    data, out = experiment
+    results = json.loads((out / "results.json").read_text())
+    rows = results["adaptation"]
+    held = json.loads((out / "seed0" / "strong-heldout.json").read_text())
+    for scanner in [s.name for s in synth.SCANNER_SETS["midog2021"].unseen]:
+        names, usable, scored = scanner_images([n for n, d in held["domains"].items() if d == scanner], 0, scanner)
+        assert usable == [1, 2] and len(scored) == 1
+        mine = {r["arm"]: r for r in rows if r["model"] == "strong" and r["seed"] == 0 and r["scanner"] == scanner}
+        assert {"none", "calibrate K=1", "calibrate K=2", "adapt", "fine-tune K=1"} <= set(mine)
+        assert len({(r["images"], r["best_f1"]) for r in mine.values()}) == 1  # one set of scored images, one base best
+        slug = "".join(c if c.isalnum() else "-" for c in scanner)
+        adapted = torch.load(out / "seed0" / "strong-arms" / f"adapt-{slug}.pth", map_location="cpu", weights_only=True)["meta"]
+        assert sorted(Path(p).name for p in adapted["adaptation"]["images"]) == sorted(names[:2])
+        assert not set(scored) & {Path(p).name for p in adapted["adaptation"]["images"]}
+        folder = out / "seed0" / "strong-arms" / f"finetune-{slug}-K1"
+        ft = json.loads((folder / "MIDOG.json").read_text())
+        files = {im["file_name"] for im in ft["images"]}
+        assert names[0] in files and not set(scored) & files and not set(names[1:]) & files
+        meta = torch.load(folder / "run" / "best.pth", map_location="cpu", weights_only=True)["meta"]
+        assert meta["train"]["init"] == str(out / "seed0" / "strong" / "best.pth")
+        assert meta["train"]["optim"]["epochs"] == 1 and meta["recipe"]["domain_weight"] == 0.0
+        assert names[0] in meta["data"]["images"]["train"]
+    report = (out / "report.md").read_text().split("## Adaptation axis")[1].split("\n## ")[0]
+    assert "adapt: F1 at threshold" in report and "fine-tune K=1: F1 at threshold" in report and "own best" in report
+
+
+def test_fine_tuning_set_has_the_reviewed_figures_and_the_labelled_training_images(tmp_path: Path) -> None:
+    """finetune_set's MIDOG.json, scanners.json and split file, read back as `midog train` reads
+    them: four scanners, the target labelled with a box around every reviewed figure (the
+    ground truth in mm over the image's spacing), the unlabelled scanner's images left out,
+    the last reviewed image validating."""
+    from midog.config import run_config
+    from midog.evaluation.io import read_ground_truth, read_spacing_mm
+    from midog.training.data import apply_split, load_midog, read_scanner_ranges, read_split_file, seeded_split
+    from midog.training.experiment import training_dataset
+    from midog.training.experiment_arms import BOX_PX, finetune_set
+
+    data = tmp_path / "data"
+    synth.make_dataset(data, seed=3, images_per_scanner=3, size=(320, 320), profiles="midog2021")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = run_config(str(data / "MIDOG.json"), str(run_dir), val_per_scanner=1, test_per_scanner=1)
+    split = seeded_split(training_dataset(cfg.data), 1, 1, 0)
+    (run_dir / "split.json").write_text(json.dumps(split))
+    domains = json.loads((data / "domains.json").read_text())
+    target = "RS-like"
+    reviewed = sorted(n for n, d in domains.items() if d == target)[:2]
+    gt = read_ground_truth(data / "ground_truth.json").points
+    fields = finetune_set(run_dir, cfg.data, reviewed, gt, target, tmp_path / "ft")
+    ranges, unlabelled = read_scanner_ranges(fields["scanners_file"])
+    assert unlabelled is None and len(ranges) == 4 and target in ranges and "Leica GT450-like" not in ranges
+    ds = load_midog(fields["annotations"], fields["images_dir"], ranges, None)
+    ft_split = read_split_file(fields["split_file"])
+    parts = apply_split(ds, ft_split)
+    assert [r.file_name for r in parts["train"] if r.scanner == target] == reviewed[:1]
+    assert [r.file_name for r in parts["valid"] if r.scanner == target] == reviewed[1:]
+    assert all(r.labelled for r in ds.records) and not parts["test"]
+    # The training scanners' images keep their split (test images stay out).
+    assert {r.file_name for r in parts["train"] if r.scanner != target} == {n for n, p in split.items() if p == "train" and domains[n] != "Leica GT450-like"}
+    for r in (r for r in ds.records if r.scanner == target):
+        centres = (r.boxes[:, :2] + r.boxes[:, 2:]) / 2 * read_spacing_mm(data / r.file_name)
+        assert len(r.boxes) == len(gt[r.file_name]) > 0 and np.allclose(r.boxes[:, 2] - r.boxes[:, 0], BOX_PX)
+        assert np.allclose(centres, gt[r.file_name][:, :2], atol=1e-6)
+
+
+def test_experiment_arm_options_are_checked() -> None:
+    from midog.config import run_config
+
+    base = run_config("MIDOG.json", "out", test_per_scanner=1)
+    with pytest.raises(MidogError, match="--arms"):
+        ExperimentConfig(base, arms=("calibrate", "stain"))
+    with pytest.raises(MidogError, match="--finetune-ks"):
+        ExperimentConfig(base, finetune_ks=(3,))
+    assert ExperimentConfig(base).arms == ("calibrate", "adapt", "finetune")
+
+
 def test_model_definitions(tmp_path: Path) -> None:
     from midog.config import run_config
 
@@ -197,6 +280,10 @@ def test_report_tables_on_crafted_predictions_match_midog_evaluate(tmp_path: Pat
             run = tmp_path / "exp" / f"seed{seed}" / model
             write_json_atomic(run.parent / f"{model}-heldout.json", {"ground_truth": {n: p.tolist() for n, p in gt.items()}, "domains": domains, "status": status, "threshold": 0.5})
             results.append(ModelResult(model, seed, run, {"best": {"epoch": 1}}, val, ev, pred, [], None))
+    for seed in (0, 1):  # what experiment_arms records for an adapt arm, read into the same table
+        write_json_atomic(tmp_path / "exp" / f"seed{seed}" / "strong-arms.json", {"rows": [{
+            "model": "strong", "seed": seed, "scanner": "U", "status": "unseen", "images": 1, "best_f1": 1.0, "best_threshold": 0.3,
+            "arm": "adapt", "k": 0, "threshold": 0.5, "f1": 0.25 + 0.5 * seed, "arm_best_f1": 0.9, "arm_best_threshold": 0.4}]})
     report = write_report(ExperimentResult(cfg, results, status, {}), tmp_path / "exp").read_text()
     table = _table1(report)
     for k, model in enumerate(MODELS):
@@ -223,4 +310,7 @@ def test_report_tables_on_crafted_predictions_match_midog_evaluate(tmp_path: Pat
         for sc in ("B", "U"):
             assert f"| {model} | {sc} | 1 |" in axis
     rows = json.loads((tmp_path / "exp" / "results.json").read_text())["adaptation"]
-    assert {r["arm"] for r in rows} == {"none", "calibrate K=1"} and all(r["f1"] <= r["best_f1"] + 1e-9 for r in rows)
+    assert {r["arm"] for r in rows} == {"none", "calibrate K=1", "adapt"} and all(r["f1"] <= r["best_f1"] + 1e-9 for r in rows)
+    strong_u = next(line for line in axis.splitlines() if line.startswith("| strong | U |"))
+    assert "| 0.500 (0.250-0.750) at 0.50; own best 0.900 |" in strong_u  # adapt, seed mean (range), its own best
+    assert "strong, over the shifted scanners and seeds: " in axis and "adapt F1 0.500 (gap to best 0.500; 2 rows)" in axis

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..config import RECIPES, RunConfig, run_config_from
+from ..errors import MidogError
 from ..training.experiment import MODELS, ExperimentConfig
 from .args import add_config_arguments
 
@@ -45,6 +46,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--min-score", type=float, default=_DEFAULTS["min_score"], help="candidates kept in the held-out predictions (default %(default)s)")
     exp.add_argument("--umap-patches", type=int, default=_DEFAULTS["umap_patches"], metavar="N", help="random patches per held-out image for the UMAPs (default %(default)s)")
     exp.add_argument("--no-umap", action="store_true", help="skip the UMAPs")
+    exp.add_argument("--arms", default=",".join(_DEFAULTS["arms"]), metavar="LIST",
+                     help="adaptation arms per shifted scanner beside 'none': comma-separated subset of calibrate,adapt,finetune (default all)")
+    exp.add_argument("--finetune-ks", default=",".join(map(str, _DEFAULTS["finetune_ks"])), metavar="LIST",
+                     help="reviewed images per fine-tune arm, of 1,2,4 (default %(default)s)")
+    exp.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="fine-tune arms' epochs (default: a quarter of --epochs, at least 1)")
+    exp.add_argument("--finetune-lr", type=float, default=None, metavar="LR", help="fine-tune arms' max learning rate (default: a tenth of --max-lr)")
     groups = {k: p.add_argument_group(t) for k, t in (("data", "data and split"), ("sampling", "patches"), ("optim", "optimisation and schedule"), ("objective", "recipe"), ("augment", "augmentation"))}
     groups["objective"].add_argument("--recipe", choices=list(RECIPES), default="reference")
     add_config_arguments(p.add_argument_group("run (shared by every model)"), RunConfig, groups)
@@ -63,20 +70,37 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         bootstrap=args.bootstrap,
         umap_patches=args.umap_patches,
         umap=not args.no_umap,
+        arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+        finetune_ks=_ints(args.finetune_ks, "--finetune-ks"),
+        finetune_epochs=args.finetune_epochs,
+        finetune_lr=args.finetune_lr,
     )
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise MidogError(f"{flag}: expected comma-separated whole numbers, got {text!r}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..training.checks import check_training_data
     from ..atomic import write_text_atomic
-    from ..training.experiment import run_experiment
+    from ..training.experiment import model_config, run_experiment
+    from ..training.experiment_arms import run_arms
     from ..training.experiment_report import write_report
 
     cfg = config_from_args(args)
     check_training_data(cfg.base.data)
     t0 = time.perf_counter()
-    result = run_experiment(cfg, on_stage=lambda text: log.info("%s", text))
-    report = write_report(result, Path(cfg.base.out_dir))
+    stage = lambda text: log.info("%s", text)  # noqa: E731
+    result = run_experiment(cfg, on_stage=stage)
+    report = write_report(result, Path(cfg.base.out_dir))  # before the arms: a report even if they fail
+    if {"adapt", "finetune"} & set(cfg.arms):
+        for r in result.results:
+            run_arms(cfg, r, model_config(cfg.base, r.model, r.seed, r.run_dir), stage)
+        report = write_report(result, Path(cfg.base.out_dir))
     write_text_atomic(Path(cfg.base.out_dir, "command.txt"), "midog " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
     rows = json.loads((report.parent / "results.json").read_text())["rows"]
     parts = [f"{key}: F1 {r['all scanners']['f1']:.3f}" if r["all scanners"]["f1"] is not None else f"{key}: F1 n/a" for key, r in rows.items()]

@@ -53,8 +53,17 @@ class ExperimentConfig:
     bootstrap: int = 1000
     umap_patches: int = 10  # random patches per held-out image
     umap: bool = True
+    arms: tuple[str, ...] = ("calibrate", "adapt", "finetune")  # the adaptation axis (experiment_arms)
+    finetune_ks: tuple[int, ...] = (1, 2, 4)  # reviewed images of the fine-tune arms
+    finetune_epochs: int | None = None  # default: a quarter of the training epochs, at least 1
+    finetune_lr: float | None = None  # default: a tenth of the training max LR
 
     def __post_init__(self) -> None:
+        unknown_arms = [a for a in self.arms if a not in ("calibrate", "adapt", "finetune")]
+        if unknown_arms:
+            raise MidogError(f"--arms: unknown arm(s) {', '.join(unknown_arms)}; choose from calibrate, adapt, finetune")
+        if not self.finetune_ks or not set(self.finetune_ks) <= {1, 2, 4}:
+            raise MidogError(f"--finetune-ks: choose from 1, 2, 4, got {self.finetune_ks}")
         unknown = [m for m in self.models if m not in MODELS]
         if unknown or not self.models:
             raise MidogError(f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODELS)}")

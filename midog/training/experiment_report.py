@@ -16,7 +16,7 @@ from ..atomic import write_json_atomic, write_text_atomic
 from ..evaluation.markdown import md_code, md_text
 from ..evaluation.metrics import rates
 from .experiment import MODELS, SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN, plateau_threshold
-from .experiment_adapt import adaptation_table, arm_means, calibration_arms
+from .experiment_adapt import adaptation_table, arm_means, calibration_arms, recorded_arms
 from .experiment_plots import f1_by_threshold, plot_bootstrap, plot_curves, plot_f1_threshold
 
 STATUS_ORDER = (SEEN_LABELLED, SEEN_UNLABELLED, UNSEEN)
@@ -241,12 +241,15 @@ def write_report(result: Any, out: Path) -> Path:
         cells = [f"{v['best']:.2f} ({v['distance']:+.2f}; F1 {_fmt(v['f1_best'])} vs {_fmt(v['f1_chosen'])})" if sc in t and (v := t[sc]) else "n/a" for sc in scanners]
         op_rows.append([f"{r.model} (seed {r.seed})", str(best.get("epoch", "?")), f"{r.validation.chosen:.2f}"] + cells)
     lines += [_table(["Model", "Selected epoch", "Chosen threshold"] + [md_text(s) for s in scanners], op_rows), "![F1 against threshold](f1_threshold.png)", ""]
-    adaptation = [row for r in results for row in calibration_arms(r, status, {s for s, st in status.items() if st != SEEN_LABELLED})]
-    lines += ["## Adaptation axis: calibrating on K reviewed images of each shifted scanner", "",
-              "Per shifted scanner, the first K held-out images in a seeded order are the reviewed ones (`midog calibrate`'s "
-              "rule); every arm is scored on the same later images, which none saw. F1 as the mean over seeds (range), "
-              "after \"at\" the mean threshold; best F1: those images' own best threshold. Label-free adaptation and "
-              "fine-tuning are not part of this axis.", "",
+    shifted = {s for s, st in status.items() if st != SEEN_LABELLED}
+    adaptation = [row for r in results for row in calibration_arms(r, status, shifted, calibrate_arms="calibrate" in cfg.arms) + recorded_arms(r)]
+    lines += ["## Adaptation axis: calibrate, adapt or fine-tune for each shifted scanner", "",
+              "Per shifted scanner, its held-out images in a seeded order: the first K are the reviewed ones of \"calibrate K\" "
+              "(`midog calibrate`'s rule) and \"fine-tune K\" (`midog train --init`, a short low-LR schedule, its own validated "
+              "operating point), the first largest K the unlabelled ones of \"adapt\" (`midog adapt`, with the unlabelled "
+              "training scanner's own training images). Every arm is scored on the same later images, which none saw, at "
+              "the operating point it deploys. F1 as the mean over seeds (range), after \"at\" the mean threshold (\"own best\": "
+              "the best threshold of an arm that changed the network); best F1: the base model's best threshold on those images.", "",
               *adaptation_table(adaptation), *[f"- {x}" for x in adaptation_findings(arm_means(adaptation))], ""]
     lines += ["## UMAP of encoder features, coloured by scanner", ""]
     for r in first:
