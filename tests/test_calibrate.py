@@ -6,6 +6,7 @@ process.py."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def reviewed_from(pred_dir: Path, gt: dict[str, list], floor: float | None = Non
     return read_reviewed(folder.candidates, folder.probabilities_given, points, floor, str(pred_dir))
 
 
-@pytest.mark.parametrize("rule", ["smoothed", "bagged", "bagged-plateau", "plateau", "argmax"])
+@pytest.mark.parametrize("rule", ["jittered", "smoothed", "bagged", "bagged-plateau", "plateau", "argmax"])
 def test_every_rule_lands_on_the_known_plateau(tmp_path: Path, rule: str) -> None:
     from midog.training.calibrate import calibrate
 
@@ -64,6 +65,8 @@ def test_every_rule_lands_on_the_known_plateau(tmp_path: Path, rule: str) -> Non
     assert cal.f1_at_threshold == 1.0 and cal.n_figures == 80
     if rule in ("plateau", "smoothed", "bagged-plateau"):
         assert abs(cal.threshold - 0.50) <= 0.011  # the middle of (0.40, 0.60]
+    if rule == "jittered":  # the rule itself on every resample: the interval holds its choice
+        assert cal.threshold_ci95[0] <= cal.threshold <= cal.threshold_ci95[1]
     # At the old operating point most figures are cut: F1 well below.
     assert cal.f1_at_previous is not None and cal.f1_at_previous < 0.5
 
@@ -78,6 +81,32 @@ def test_bagged_plateau_takes_the_middle_of_the_near_best_bootstrap_mean() -> No
     assert choose("bagged", mean, mean) == 2
     assert choose("bagged-plateau", mean, mean) == 3  # the middle of indices 1-5
     assert choose("bagged-plateau", mean, np.array([0.5, 0.9, 0.905, 0.88, 0.9, 0.9, 0.5, 0.5])) == 1  # top 1-2 only
+
+
+def test_jittered_rule_leans_away_from_the_crowded_edge_of_the_plateau() -> None:
+    """Reviewed items with F1 = 1 for every threshold in (0.40, 0.80]: the plain bootstrap
+    sees a flat top and stands in its middle; the jittered one (scores moved in logit space)
+    sees that the next slide's look-alikes spill over a crowded lower edge, and stands higher;
+    with the crowd at the figures' edge instead, lower."""
+    from midog.training.calibrate import GRID, Items, select
+
+    def items(figures: list[float], false: list[float]) -> Items:
+        level = lambda v: np.searchsorted(GRID, np.array(v) + 1e-9, side="right")  # noqa: E731
+        return Items(level(figures), level(false), len(GRID))
+
+    def picks(it: Items) -> tuple[float, float]:
+        f1 = it.curves(np.bincount(it.figure_levels, minlength=len(GRID) + 1)[None],
+                       np.bincount(it.false_levels, minlength=len(GRID) + 1)[None])[0]
+        plain = select(it, f1, "bagged-plateau", 400, np.random.default_rng(0), grid=GRID)[0]
+        jittered = select(it, f1, "jittered", 400, np.random.default_rng(0), grid=GRID)[0]
+        return float(GRID[plain]), float(GRID[jittered])
+
+    crowded_false = items([0.80] + [0.99] * 19, [0.40] * 20)
+    plain, jittered = picks(crowded_false)
+    assert abs(plain - 0.60) <= 0.011 and jittered >= plain + 0.05
+    crowded_figures = items([0.80] * 20, [0.40] + [0.06] * 19)
+    plain, jittered = picks(crowded_figures)
+    assert abs(plain - 0.60) <= 0.011 and jittered <= plain - 0.05
 
 
 def test_items_reproduce_the_swept_curve(tmp_path: Path) -> None:
@@ -181,8 +210,10 @@ def test_cli_writes_weights_that_record_the_new_operating_point(tmp_path: Path, 
     rc, stdout, stderr = run_cli("--predictions", str(pred_dir), "--ground-truth", str(gt_file), "--weights", str(demo_weights),
                                  "-o", str(out), "--bootstrap", "200", *extra)
     assert rc == 0, stderr
-    assert "operating point 0.50 (was 0.93" in stdout and "40 mitotic figures" in stdout
-    assert Detector.from_weights(out, "cpu").threshold == 0.50
+    chosen = re.search(r"operating point (0\.\d\d) \(was 0\.93", stdout)
+    assert chosen and "40 mitotic figures" in stdout
+    assert 0.41 <= float(chosen.group(1)) <= 0.60  # on the plateau (0.40, 0.60]
+    assert Detector.from_weights(out, "cpu").threshold == float(chosen.group(1))
     record = json.loads(out.with_name("calibrated.calibration.json").read_text())
     assert record["images"] == ["000.tiff", "001.tiff"] and record["previous_threshold"] == 0.93
     assert out.with_name("calibrated.calibration.png").stat().st_size > 1000
@@ -223,6 +254,8 @@ def test_detect_and_process_use_the_calibrated_operating_point(tmp_path: Path, d
     model_dir = tmp_path / "model"
     out = model_dir / "RetinaNetDA.pth"  # even under the published file's name: its hash is not the manifest's
     assert run_cli("--predictions", str(pred_dir), "--ground-truth", str(tmp_path / "gt.json"), "--weights", str(demo_weights), "-o", str(out), "--bootstrap", "50")[0] == 0
+    calibrated = json.loads(out.with_name("RetinaNetDA.calibration.json").read_text())["threshold"]
+    assert 0.41 <= calibrated <= 0.60  # on the crafted plateau, far from the stored 0.93
     shutil.copy(ROOT / "model" / "manifest.json", model_dir / "manifest.json")
     for extra in out.parent.glob("*.calibration.*"):
         extra.unlink()
@@ -232,7 +265,7 @@ def test_detect_and_process_use_the_calibrated_operating_point(tmp_path: Path, d
     from midog.commands.cli import main
 
     assert main(["detect", str(image), "--weights", str(out), "-o", str(tmp_path / "slide.json"), "--device", "cpu", "--no-progress"]) == 0
-    assert json.loads((tmp_path / "slide.midog.json").read_text())["threshold"] == 0.50
+    assert json.loads((tmp_path / "slide.midog.json").read_text())["threshold"] == calibrated
     capsys.readouterr()
     assert process.main(["--input", str(image_dir), "--output", str(tmp_path / "out"), "--model-dir", str(model_dir), "--device", "cpu"]) == 0
-    assert "threshold 0.5," in capsys.readouterr().err
+    assert f"threshold {calibrated:g}," in capsys.readouterr().err

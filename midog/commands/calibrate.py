@@ -30,7 +30,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, metavar="OUT.pth", help="the calibrated copy of the weights")
     p.add_argument("--domains", type=Path, default=None, metavar="FILE", help='{"<file>.tiff": "<scanner>"} or MIDOG.json: with --scanner, which images are that scanner\'s')
     p.add_argument("--scanner", default=None, metavar="NAME", help="calibrate on this scanner's reviewed images only (needs scanners from --domains or MIDOG.json)")
-    p.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help=f"how the threshold is picked from the F1 curve (default {DEFAULT_RULE}: best or tied on held-out images of the same scanners; the rules compared in docs/new-scanner.md)")
+    p.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help=f"how the threshold is picked from the F1 curve (default {DEFAULT_RULE}: the middle of the near-best plateau of a bootstrap whose scores are jittered; it transferred best to held-out images of the same scanners; the rules compared in docs/new-scanner.md)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples for the F1 interval (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--spacing-mm", type=float, default=None, help="pixel spacing for MIDOG.json-style ground truth, all images")
