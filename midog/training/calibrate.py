@@ -51,7 +51,7 @@ GRID = np.round(np.arange(0.05, 1.0, 0.01), 2)
 RULES = ("jittered", "bagged-plateau", "bagged", "argmax", "plateau", "smoothed")
 DEFAULT_RULE = "jittered"
 BAGGED_PLATEAU_TOLERANCE = 0.01  # bootstrap-mean F1 this close to its best is the plateau
-# The jittered rule's step (sd, logit units) by which each resampled item's score moves.
+# The jittered rule's step (sd, logit units) by which each reviewed item's score moves.
 # Chosen on data seed 1 among 0.25, 0.5, 0.75, 1.0, 1.5 (BENCHMARKS.md, "Calibrating").
 JITTER_LOGIT = 1.0
 SMOOTH_HALF_WIDTH = 5  # grid steps: +-0.05 in threshold
