@@ -320,3 +320,82 @@ def test_exports_and_count_equal_midog_detect(ray_session, slides: Path, tmp_pat
     assert main(["batch", str(image), "--output", str(tmp_path / "batch"), "--workers", "1", *COMMON, *extras]) == 0
     for name in ("a.json", "a.csv", "a.geojson", "a.count.json"):
         assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "detect" / name).read_bytes(), name
+
+
+class _Ref:
+    def __init__(self, value: object = None, error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+
+
+class _StandInRay:
+    """Enough of Ray for `_dispatch`: actors answer at once; the actors listed in `lost`
+    answer every slide with ActorUnavailableError, as a worker on a node that has just died
+    does once Ray's own retries are spent."""
+
+    def __init__(self, lost: set[int]) -> None:
+        import ray
+
+        self.exceptions = ray.exceptions
+        self.lost, self.actors, self.killed, self.ran = lost, 0, [], []
+
+    def make_actor(self) -> object:
+        number, stand_in = self.actors, self
+        self.actors += 1
+
+        class Method:
+            def __init__(self, work) -> None:
+                self.work = work
+
+            def remote(self, *args: object) -> _Ref:
+                return self.work(*args)
+
+        def detect(image: str, target: str, record: object) -> _Ref:
+            if number in stand_in.lost:
+                return _Ref(error=stand_in.exceptions.ActorUnavailableError("RpcError: failed to connect to all addresses", None))
+            stand_in.ran.append((number, Path(image).name))
+            return _Ref({"status": "ok", "seconds": 0.0, "tiles": 1})
+
+        actor = type("Actor", (), {})()
+        actor.number, actor.pid, actor.detect = number, Method(lambda: _Ref(number)), Method(detect)
+        return actor
+
+    def wait(self, refs: list, num_returns: int, timeout: float) -> tuple[list, list]:
+        return refs[:1], refs[1:]
+
+    def get(self, ref: _Ref) -> object:
+        if ref.error is not None:
+            raise ref.error
+        return ref.value
+
+    def kill(self, actor: object, no_restart: bool = False) -> None:
+        self.killed.append((actor.number, no_restart))
+
+
+def _dispatch_with(stand_in: _StandInRay, n_images: int, workers: int) -> dict[int, dict]:
+    results: dict[int, dict] = {}
+    images = [Path(f"img{k}.tiff") for k in range(n_images)]
+    batch._dispatch(stand_in, stand_in.make_actor, workers, "1 CPU", list(range(n_images)), images,
+                    [Path(f"out/img{k}.json") for k in range(n_images)], results.__setitem__, [None] * n_images)
+    return results
+
+
+def test_a_slide_whose_worker_becomes_unreachable_goes_to_another_worker() -> None:
+    """The CI failure this guards against: a node killed mid-slide made its worker
+    unreachable, Ray's retries all went to it within milliseconds, and the slide was recorded
+    as failed ("died on this slide 3 times") though nothing was wrong with it."""
+    pytest.importorskip("ray", reason="midog batch needs Ray")
+    stand_in = _StandInRay(lost={1})  # the second worker's node is gone
+    results = _dispatch_with(stand_in, n_images=4, workers=2)
+    assert sorted(results) == [0, 1, 2, 3] and all(r["status"] == "ok" for r in results.values()), results
+    assert sorted(name for _, name in stand_in.ran) == [f"img{k}.tiff" for k in range(4)]  # each slide run once
+    assert (1, True) in stand_in.killed and 1 not in {n for n, _ in stand_in.ran}
+
+
+def test_a_slide_whose_workers_stay_unreachable_fails_with_its_name() -> None:
+    pytest.importorskip("ray", reason="midog batch needs Ray")
+    stand_in = _StandInRay(lost=set(range(100)))  # no worker is ever reachable
+    results = _dispatch_with(stand_in, n_images=2, workers=1)
+    assert all(r["status"] == "failed" for r in results.values())
+    error = results[0]["error"]
+    assert error.startswith("img0.tiff: the worker process became unreachable") and f"{batch.UNREACHABLE_REQUEUES + 1} times" in error
+    assert stand_in.actors <= 2 * (batch.UNREACHABLE_REQUEUES + 1) + 1  # requeues are bounded: no endless new workers

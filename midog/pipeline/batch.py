@@ -67,6 +67,7 @@ __all__ = [
 
 # A slide whose worker dies this many more times is recorded as failed (Ray retries it).
 TASK_RETRIES = 2
+UNREACHABLE_REQUEUES = 3  # times a slide whose worker's node stops answering is queued again
 INSTALL_HINT = 'midog batch needs Ray: pip install "midog[distributed]" (or pip install "ray[client]")'
 
 
@@ -332,6 +333,8 @@ def _dispatch(
     the cluster cannot place never holds a slide hostage. A slide whose worker died more
     than TASK_RETRIES times is recorded as failed and its worker replaced; a worker that
     cannot even start (bad weights, no device) fails the remaining slides with its error.
+
+    A worker whose node stops answering spends Ray's retries at once; its slide is requeued.
     """
     queue = list(reversed(todo))
     pending: dict[Any, tuple[Any, int | None]] = {}  # ref -> (actor, image index or None for start-up)
@@ -340,6 +343,7 @@ def _dispatch(
         pending[actor.pid.remote()] = (actor, None)
     start_error: str | None = None
     waited = 0.0
+    requeued: dict[int, int] = {}  # image index -> times its worker became unreachable
     # Done when no slide is queued or running; workers the cluster never placed are left.
     while any(i is not None for _, i in pending.values()) or (queue and pending):
         done, _ = ray.wait(list(pending), num_returns=1, timeout=30)
@@ -355,8 +359,14 @@ def _dispatch(
             if i is None:  # this worker could not start; the others carry on
                 start_error, actor = _last_line(exc), None
             elif isinstance(exc, ray.exceptions.RayActorError):
-                error = f"{images[i]}: the worker process died on this slide {TASK_RETRIES + 1} times ({_last_line(exc)})"
-                finish(i, {"status": "failed", "error": error, "seconds": None, "tiles": None})
+                unreachable = isinstance(exc, ray.exceptions.ActorUnavailableError)
+                if unreachable and requeued.get(i, 0) < UNREACHABLE_REQUEUES:
+                    requeued[i] = requeued.get(i, 0) + 1
+                    log.warning("midog batch: %s: its worker became unreachable (%s); another takes it", images[i], _last_line(exc))
+                    queue.append(i)
+                else:
+                    how = f"became unreachable {requeued.get(i, 0) + 1} times" if unreachable else f"died on this slide {TASK_RETRIES + 1} times"
+                    finish(i, {"status": "failed", "error": f"{images[i]}: the worker process {how} ({_last_line(exc)})", "seconds": None, "tiles": None})
                 ray.kill(actor, no_restart=True)
                 replacement = make_actor()
                 pending[replacement.pid.remote()] = (replacement, None)
