@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from midog.evaluation.ap import curve, sweep  # noqa: E402
 from midog.evaluation.io import Candidates, image_stem, read_ground_truth, read_predictions  # noqa: E402
 from midog.training.calibrate import DEFAULT_RULE, GRID, Items, select  # noqa: E402
+from midog.training.experiment_adapt import F1At  # noqa: E402
 
 
 def main() -> int:
@@ -45,16 +46,16 @@ def main() -> int:
             cands[n] = Candidates(c.points[keep], c.probability[keep], c.named_mitotic[keep])
         grid = np.union1d(GRID[GRID >= args.floor - 1e-9], [args.stored])
         sw = sweep(gt, cands, grid)
-        stored = int(np.argmin(abs(grid - args.stored)))
+        scored = lambda subset: F1At(grid, np.nan_to_num(curve(sw.totals(subset))[2]))  # noqa: E731
         rows = []
         for reviewed in itertools.combinations(names, 2):
             counts = sw.totals(reviewed)
-            i = select(Items.from_counts(counts), curve(counts)[2], DEFAULT_RULE, 200, np.random.default_rng(0), grid=grid)[0]
-            held = np.nan_to_num(curve(sw.totals([n for n in names if n not in reviewed]))[2])
-            rows.append((held[i], held.max(), grid[i]))
+            t = grid[select(Items.from_counts(counts), curve(counts)[2], DEFAULT_RULE, 200, np.random.default_rng(0), grid=grid)[0]]
+            held = scored([n for n in names if n not in reviewed])
+            rows.append((held(t), held.best_f1, t))
         r = np.array(rows)
         gap = r[:, 1] - r[:, 0]
-        print(f"{folder}: F1 of the {len(names)} at {args.stored} {np.nan_to_num(curve(sw.totals(names))[2])[stored]:.3f}; "
+        print(f"{folder}: F1 of the {len(names)} at {args.stored} {scored(names)(args.stored):.3f}; "
               f"{len(rows)} pairs: held-out F1 at the calibrated point {r[:, 0].mean():.3f} (thresholds {r[:, 2].min():.2f}-"
               f"{r[:, 2].max():.2f}), their best {r[:, 1].mean():.3f}, mean gap {gap.mean():.3f}, worst {gap.max():.3f}")
     return 0

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from midog.evaluation.ap import curve, sweep  # noqa: E402
 from midog.evaluation.io import read_ground_truth, read_predictions  # noqa: E402
 from midog.training.calibrate import GRID  # noqa: E402
+from midog.training.experiment_adapt import F1At  # noqa: E402
 
 
 def main() -> int:
@@ -51,15 +52,10 @@ def main() -> int:
         print(name, "calibrate:", r.stdout.strip(), r.stderr.strip())
         t = json.loads(out.with_name(f"{name}.calibration.json").read_text())["threshold"]
         sw = sweep(gt, {n: cands[n] for n in held}, np.union1d(grid, [t, args.stored]))
-        f1 = np.nan_to_num(curve(sw.totals(held))[2])
-        th = sw.thresholds
-
-        def at(v: float) -> float:
-            return float(f1[int(np.argmin(abs(th - v)))])
-
+        at = F1At(sw.thresholds, np.nan_to_num(curve(sw.totals(held))[2]))
         print(f"{name}: held-out {len(held)} images ({sum(len(gt[n]) for n in held)} figures): F1 at {args.stored} (stored) "
-              f"{at(args.stored):.3f}, at calibrated {t:.2f}: {at(t):.3f}, best {f1.max():.3f} at {th[int(np.argmax(f1))]:.2f}; "
-              f"gap {f1.max() - at(t):.3f}")
+              f"{at(args.stored):.3f}, at calibrated {t:.2f}: {at(t):.3f}, best {at.best_f1:.3f} at {at.best_threshold:.2f}; "
+              f"gap {at.best_f1 - at(t):.3f}")
     return 0
 
 

@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from midog.evaluation.ap import curve, sweep  # noqa: E402
 from midog.evaluation.io import Candidates, image_stem, read_domains, read_ground_truth, read_predictions  # noqa: E402
-from midog.training.calibrate import BAGGED_PLATEAU_TOLERANCE, DEFAULT_RULE, GRID, RULES, Items, select  # noqa: E402
-from midog.training.experiment import plateau_threshold  # noqa: E402
+from midog.training.calibrate import DEFAULT_RULE, GRID, RULES, Items, choose, select  # noqa: E402
 
 
 def _middle(values: np.ndarray) -> int:
@@ -105,8 +104,7 @@ def main() -> int:
             for rule, pick in extra.items():  # the same resamples as the tool's rules
                 gaps[rule].append(float(held.max() - held[pick(boot, mean)]))
             for h, rule in zip(args.jitter, jittered):
-                moved = np.nan_to_num(items.jittered_f1(grid, h), nan=0.0)
-                gaps[rule].append(float(held.max() - held[plateau_threshold(np.arange(len(moved)), moved, BAGGED_PLATEAU_TOLERANCE)]))
+                gaps[rule].append(float(held.max() - held[choose("jittered", f1, np.nan_to_num(items.jittered_f1(grid, h), nan=0.0))]))
         results[sc] = {
             r: {"mean_gap": float(np.mean(g)), "worst_gap": float(np.max(g)), "within_0.05": float(np.mean(np.array(g) <= 0.05)), "sets": len(g)}
             for r, g in gaps.items() if g
