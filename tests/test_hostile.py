@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from conftest import ROOT
 from crafted import DOUBLE, RATIONAL, write_tiff
@@ -260,8 +261,16 @@ def test_png_header_too_large_to_decode_is_refused(tmp_path):
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
     path = tmp_path / "bomb.png"
     path.write_bytes(png)
-    with pytest.raises(ImageError, match="--max-memory-mb"):
+    # No codec expands 69 bytes to 10 GB: the header is damaged, whatever the memory limit.
+    with pytest.raises(ImageError, match="more than a file of 69 bytes can hold: damaged"):
         open_slide(path, mpp=0.25)
+    # A real image that compresses well (75 MB decoded from ~75 KB) meets the memory limit instead.
+    real = tmp_path / "white.png"
+    Image.fromarray(np.full((5000, 5000, 3), 255, np.uint8)).save(real)
+    with pytest.raises(ImageError, match="--max-memory-mb"):
+        open_slide(real, mpp=0.25, limits=Limits(max_memory_mb=32))
+    with open_slide(real, mpp=0.25) as slide:
+        assert (slide.width, slide.height) == (5000, 5000)
 
 
 def test_sparse_tiles_are_background_and_answered_fast(tmp_path, random_weights, good, capsys):

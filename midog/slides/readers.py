@@ -254,6 +254,24 @@ def _sitk_reason(exc: RuntimeError) -> str:
     return str(exc).strip().splitlines()[-1]
 
 
+# No codec SimpleITK reads expands a file by more than deflate's ~1032:1 (an all-zero image):
+# a header promising more is damaged, and decoding it would allocate that much before failing
+# (fuzzing found small DICOM and NRRD files that cost over 2 GB this way). Below the floor the
+# allocation is harmless, so only large promises are checked.
+MAX_EXPANSION = 1100
+EXPANSION_FLOOR_BYTES = 64 * 2**20
+
+
+def _check_expansion(path: Path, size: tuple[int, ...], nbytes: int) -> None:
+    stored = path.stat().st_size
+    if nbytes > EXPANSION_FLOOR_BYTES and nbytes > MAX_EXPANSION * stored:
+        raise ImageError(
+            path,
+            f"the header says {' x '.join(map(str, size))} px ({nbytes / 2**20:,.0f} MB decoded), more than a file "
+            f"of {stored:,} bytes can hold: damaged or truncated",
+        )
+
+
 def _read_sitk(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, tuple[float, float]]:
     import SimpleITK as sitk
 
@@ -267,6 +285,7 @@ def _read_sitk(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray,
         # "8-bit unsigned integer" and friends: the only place SimpleITK names a type's width.
         bits = next((int(w.split("-")[0]) for w in sitk.GetPixelIDValueAsString(reader.GetPixelID()).split() if w.endswith("-bit")), 64)
         nbytes = math.prod(size) * reader.GetNumberOfComponents() * bits // 8
+        _check_expansion(path, size, nbytes)
         if nbytes > limits.max_memory_mb * 2**20:
             raise ImageError(
                 path,
