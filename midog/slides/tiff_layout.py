@@ -99,8 +99,9 @@ TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, bo
 def check_tiff_structure(path: Path) -> None:
     """Refuse a TIFF (by its first bytes, whatever its name) any of whose pages has a damaged
     chunk table, before any reader opens it: tiffslide, openslide and SimpleITK then all
-    get the same rule. A file tifffile cannot parse at all is left to the reader, which
-    names the problem in its own words."""
+    get the same rule. A file that starts as a TIFF but that tifffile cannot parse at all is
+    refused too: SimpleITK, the other readers' fallback, allocated gigabytes reading the
+    header of such a 351-byte file (fuzzing)."""
     import tifffile
 
     with open(path, "rb") as f:
@@ -108,8 +109,8 @@ def check_tiff_structure(path: Path) -> None:
             return
     try:
         tif = tifffile.TiffFile(path)
-    except Exception:  # tifffile raises several types for damaged headers
-        return
+    except Exception as exc:  # tifffile raises several types for damaged headers
+        raise ImageError(path, f"damaged TIFF header ({type(exc).__name__}: {exc})") from None
     with tif:
         try:
             for n, page in enumerate(tif.pages):  # pages are parsed one by one as the loop reaches them
